@@ -541,3 +541,69 @@ def visualise(ds: ConversationDataset) -> dict:
     from core.plots import distribution_figures
 
     return distribution_figures(ds.stats(), ds.good_threshold)
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m core.dataset", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="customers and their datasets")
+    check = sub.add_parser("check", help="load a dataset, report bad records, print its summary")
+    check.add_argument("dataset", help="customer/dataset, e.g. shop_zh/demo")
+    check.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    plot = sub.add_parser("plot", help="export the distribution figures")
+    plot.add_argument("dataset")
+    plot.add_argument("--html", help="standalone HTML file to write")
+    plot.add_argument("--png", help="PNG file to write")
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.cmd](args)
+    except (UnknownName, FileNotFoundError, BadRecord) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_list(args) -> int:
+    for customer in list_customers():
+        print(f"{customer.name}  ({customer.title}, {customer.language}, good > {customer.threshold:g})")
+        for spec in customer.datasets().values():
+            state = "" if spec.available else "  [missing file]"
+            print(f"  {spec.key:32} {spec.path}{state}")
+    for error in customer_errors():
+        print(f"error: {error}", file=sys.stderr)
+    return 0
+
+
+def _cmd_check(args) -> int:
+    ds = load_dataset(args.dataset, strict=args.strict)
+    for error in ds.errors[:50]:
+        print(f"bad record: {error}")
+    if len(ds.errors) > 50:
+        print(f"... and {len(ds.errors) - 50} more bad records")
+    print(json.dumps(ds.summary(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from core.plots import export_html, export_png
+
+    ds = load_dataset(args.dataset)
+    figures = visualise(ds)
+    if args.html:
+        export_html(figures, args.html, title=f"{args.dataset} distributions")
+        print(f"wrote {args.html}")
+    if args.png:
+        export_png(figures, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot}
+
+if __name__ == "__main__":
+    # Run the imported module's main: customer classes subclass core.dataset's class, not __main__'s.
+    from core.dataset import main as _main
+
+    sys.exit(_main())
