@@ -16,6 +16,7 @@ SECURITY = re.compile(r"\b(hack(ed|er)?|stolen|fraud(ulent)?|scam(med)?|charged|
                       r"compromised|identity theft)\b", re.I)
 # The agent moves the case to a private channel: the public thread hands off there.
 PRIVATE_CHANNEL = re.compile(r"\b(dm|direct message|private message|call us|give us a call)\b", re.I)
+EXPLAINED_WORDS = 30  # a reply that says what to do and why, not just a link
 CLEAR_PURPOSE_WORDS = 8  # a first message this long usually states device, problem and what was tried
 
 
@@ -29,15 +30,19 @@ class TwitterCareDataset(ConversationDataset):
     user/assistant messages and the resolving reply (`agentURL.url_utterance`) is the last
     assistant message. Pass `company="AppleSupport"` for one client's conversations.
 
-    Quality (label in [0, 1], good above 0.7):
-      0.5 x resolved       the thread ends with the agent's reply pointing to a support document
+    Quality (label in [0, 1], good above 0.85):
+      0.20 x resolved      the thread ends with the agent's reply pointing to a support document
                            (always true in this data set; 0 for a thread without one)
-      0.3 x efficiency     1 / number of agent replies: resolving at the first reply is best, each
+      0.25 x efficiency    1 / number of agent replies: resolving at the first reply is best, each
                            extra back-and-forth is a cost to the customer
-      0.2 x clear purpose  the first customer tweet has >= 8 words (device, problem, what was
+      0.15 x clear purpose the first customer tweet has >= 8 words (device, problem, what was
                            tried); shorter ones score words/8
+      0.15 x calm          no customer message shows escalation (see below)
+      0.25 x explained     the resolving reply explains in >= 30 words rather than dropping a bare
+                           link ("Try this: [link]"); shorter replies score words/30
     Why: every thread here ends resolved, so what tells a good thread from a weak one is how fast
-    it got there and whether the customer's request was clear enough to act on.
+    it got there, whether the request was clear enough to act on, and whether the customer had
+    to get angry first. A thread with two agent replies and a frustrated customer is bad.
 
     Human intervention: the index of the first message where a human must take over; -1 if none.
       - a customer message about money or account security (hacked, stolen, charged, refund, fraud):
@@ -50,7 +55,7 @@ class TwitterCareDataset(ConversationDataset):
 
     title = "Twitter customer care (24 companies)"
     language = "en"
-    good_threshold = 0.7
+    good_threshold = 0.85  # nearly every thread resolves; 'good' means fast, clear and explained
     handoff_message = "I'm passing this to a member of our team; please send us a DM so we can help privately."
     datasets = {
         "dev": {"path": "../shared/data/ibm_twitter_care/dev.json"},
@@ -82,7 +87,10 @@ class TwitterCareDataset(ConversationDataset):
         resolved = 1.0 if conv.context.get("resolving_document", {}).get("url") else 0.0
         first_user = next((m["content"] for m in conv.messages if m["role"] == "user"), "")
         clarity = min(1.0, len(first_user.split()) / CLEAR_PURPOSE_WORDS)
-        return 0.5 * resolved + 0.3 * (1 / max(agent_replies, 1)) + 0.2 * clarity
+        calm = 0.0 if any(m["role"] == "user" and ESCALATION.search(m["content"]) for m in conv.messages) else 1.0
+        final = conv.messages[-1]["content"] if conv.messages[-1]["role"] == "assistant" else ""
+        explained = min(1.0, len(final.split()) / EXPLAINED_WORDS)
+        return 0.2 * resolved + 0.25 / max(agent_replies, 1) + 0.15 * clarity + 0.15 * calm + 0.25 * explained
 
     def intervention(self, conv: Conversation) -> int:
         for i, msg in enumerate(conv.messages):
