@@ -543,6 +543,38 @@ def visualise(ds: ConversationDataset) -> dict:
     return distribution_figures(ds.stats(), ds.good_threshold)
 
 
+def overview() -> list[dict]:
+    """One row per customer dataset for the home page: counts, good share, share needing a human."""
+    rows = []
+    for customer in list_customers():
+        for spec in customer.datasets().values():
+            row = {"customer": customer.name, "dataset": spec.key, "language": customer.language}
+            try:
+                row.update(load_dataset(spec.key).summary())
+            except (FileNotFoundError, OSError) as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+    return rows
+
+
+def filter_indices(ds: ConversationDataset, label_min: float = 0.0, label_max: float = 1.0,
+                   needs_human: bool | None = None) -> list[int]:
+    """Indices of conversations with label in [label_min, label_max] and the wanted handoff state."""
+    return [i for i, (label, idx) in enumerate(zip(ds._labels, ds._interventions))
+            if label_min <= label <= label_max and (needs_human is None or (idx >= 0) == needs_human)]
+
+
+def to_jsonl(ds: ConversationDataset, indices: list[int]) -> bytes:
+    """The chosen conversations in canonical form with their label and intervention index."""
+    lines = []
+    for i in indices:
+        sample = ds[i]
+        record = {"id": sample.id, "messages": sample.dialog, "context": sample.context,
+                  "label": sample.label, "human_intervention_idx": sample.human_intervention_idx}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
 # ---- CLI --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     import argparse

@@ -1,0 +1,58 @@
+"""CSForge console home: customers, their datasets, models and the latest scores.
+
+    streamlit run app.py
+"""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.dataset import customer_errors, overview
+
+PAGE_ICONS = {"1_Data": "📚", "2_Factory": "🏭", "3_Sandbox": "💬", "4_Scorecard": "📊", "5_Costs": "💰"}
+
+st.set_page_config(page_title="CSForge", page_icon="🛠️", layout="wide")
+st.title("CSForge")
+st.caption("Data → model → evaluation for customer-service agents, one client at a time.")
+
+rows = overview()
+datasets = pd.DataFrame(rows)
+cols = st.columns(3)
+cols[0].metric("Customers", datasets["customer"].nunique() if len(datasets) else 0)
+cols[1].metric("Datasets", len(datasets))
+cols[2].metric("Conversations", int(datasets.get("conversations", pd.Series(dtype=int)).fillna(0).sum()))
+
+st.subheader("Customers and datasets")
+if datasets.empty:
+    st.info("No customers yet: add customers/<name>/dataset.py and data files under data/<name>/.")
+else:
+    shown = datasets.rename(columns={"good_share": "good", "needs_human_share": "needs a human",
+                                     "bad_records": "bad records"})
+    columns = [c for c in ["customer", "dataset", "language", "conversations", "good", "needs a human",
+                           "bad records", "error"] if c in shown]
+    st.dataframe(shown[columns], hide_index=True, width="stretch",
+                 column_config={"good": st.column_config.ProgressColumn("good", format="percent", min_value=0, max_value=1),
+                                "needs a human": st.column_config.ProgressColumn("needs a human", format="percent",
+                                                                                 min_value=0, max_value=1)})
+for error in customer_errors():
+    st.error(error)
+
+st.subheader("Models")
+try:
+    from core.registry import load as load_registry
+
+    registry = load_registry()
+    models = pd.DataFrame([{"model": e.name, "type": e.type, "base": e.base_model, "customer": e.customer,
+                            "status": e.status, "pass rate": (e.metrics or {}).get("pass_rate"),
+                            "error rate": (e.metrics or {}).get("error_rate")}
+                           for e in registry.entries.values()])
+    st.dataframe(models, hide_index=True, width="stretch")
+    for error in registry.errors:
+        st.warning(f"registry.yaml: {error}")
+except Exception as exc:  # the home page must render even with a broken registry
+    st.warning(f"Registry unavailable: {exc}")
+
+st.subheader("Go to")
+pages = sorted(Path(__file__).parent.joinpath("pages").glob("[0-9]_*.py"))
+for column, page in zip(st.columns(max(len(pages), 1)), pages):
+    column.page_link(f"pages/{page.name}", label=page.stem.split("_", 1)[1], icon=PAGE_ICONS.get(page.stem))

@@ -1,0 +1,41 @@
+"""Small Streamlit helpers shared by the pages (pickers, chat bubbles). Import streamlit lazily."""
+from __future__ import annotations
+
+
+def pick_dataset(key: str = "data") -> str | None:
+    """Customer and dataset selectboxes; returns "customer/dataset" or None when there is none."""
+    import streamlit as st
+
+    from core.dataset import list_customers
+
+    customers = {c.name: c for c in list_customers()}
+    if not customers:
+        st.warning("No customers found: add a folder under customers/ with a dataset.py.")
+        return None
+    default = st.query_params.get("customer")
+    names = list(customers)
+    name = st.selectbox("Customer", names, index=names.index(default) if default in names else 0,
+                        format_func=lambda n: f"{n} — {customers[n].title}", key=f"{key}_customer")
+    specs = customers[name].datasets()
+    available = [k for k, s in specs.items() if s.available]
+    for spec in specs.values():
+        if not spec.available:
+            st.caption(f"Dataset {spec.key} is unavailable: {spec.path} not found.")
+    if not available:
+        st.warning(f"{name} has no dataset files yet.")
+        return None
+    dataset = st.selectbox("Dataset", available, key=f"{key}_dataset")
+    return f"{name}/{dataset}"
+
+
+def chat_bubbles(messages: list[dict], highlight: int = -1) -> None:
+    """Render a dialog as chat bubbles; the message at `highlight` is marked as the handoff point."""
+    import streamlit as st
+
+    avatars = {"user": "user", "assistant": "assistant", "system": "⚙️", "tool": "🛠️"}
+    for i, msg in enumerate(messages):
+        with st.chat_message(msg["role"], avatar=avatars.get(msg["role"])):
+            if i == highlight:
+                st.error(f"**Human must take over here (message {i})**\n\n{msg['content']}")
+            else:
+                st.markdown(msg["content"] or "_(empty)_")

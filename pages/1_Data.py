@@ -1,0 +1,68 @@
+"""Data: browse a customer's conversations, their labels, handoff points, context and distributions."""
+import streamlit as st
+
+from core.dataset import filter_indices, load_dataset, to_jsonl, visualise
+from core.plots import export_html, export_png
+from core.ui import chat_bubbles, pick_dataset
+
+st.set_page_config(page_title="Data · CSForge", page_icon="📚", layout="wide")
+st.title("Data")
+
+with st.sidebar:
+    key = pick_dataset("data")
+if key is None:
+    st.stop()
+try:
+    ds = load_dataset(key)
+except (FileNotFoundError, OSError) as exc:
+    st.error(str(exc))
+    st.stop()
+
+if ds.errors:
+    with st.expander(f"⚠️ {len(ds.errors)} bad records were left out (file, record, reason)"):
+        st.dataframe([{"file": e.file, "record": e.where, "reason": e.reason} for e in ds.errors],
+                     hide_index=True, width="stretch")
+
+with st.sidebar:
+    label_range = st.slider("Label range", 0.0, 1.0, (0.0, 1.0), step=0.05)
+    human = st.radio("Needs a human", ["all", "yes", "no"], horizontal=True)
+needs_human = {"all": None, "yes": True, "no": False}[human]
+picked = filter_indices(ds, *label_range, needs_human=needs_human)
+
+summary = ds.summary()
+cols = st.columns(4)
+cols[0].metric("Shown", f"{len(picked)} / {len(ds)}")
+cols[1].metric("Good (label > threshold)", f"{summary['good_share']:.0%}", help=f"threshold {ds.good_threshold}")
+cols[2].metric("Needs a human", f"{summary['needs_human_share']:.0%}")
+cols[3].download_button("Download filtered JSONL", to_jsonl(ds, picked), file_name=f"{key.replace('/', '_')}.jsonl",
+                        mime="application/jsonl", disabled=not picked)
+
+browse, figures, table, rules = st.tabs(["Conversations", "Distributions", "Table", "Rules"])
+with browse:
+    if not picked:
+        st.info("No conversation matches these filters.")
+    else:
+        pos = st.number_input(f"Conversation (1–{len(picked)})", 1, len(picked), 1) - 1
+        sample = ds[picked[pos]]
+        left, right = st.columns([3, 2])
+        with left:
+            st.caption(f"id {sample.id} · label {sample.label:.2f} · "
+                       + (f"human needed at message {sample.human_intervention_idx}"
+                          if sample.human_intervention_idx >= 0 else "no human needed"))
+            chat_bubbles(sample.dialog, sample.human_intervention_idx)
+        with right:
+            st.markdown("**Context**")
+            st.json(sample.context, expanded=2)
+with figures:
+    figs = visualise(ds)
+    grid = st.columns(2)
+    for n, fig in enumerate(figs.values()):
+        grid[n % 2].plotly_chart(fig, width="stretch")
+    st.download_button("Figures as HTML", export_html(figs, title=key), file_name="distributions.html")
+    st.download_button("Figures as PNG", export_png(figs), file_name="distributions.png", mime="image/png")
+with table:
+    st.dataframe(ds.stats().iloc[picked], hide_index=True, width="stretch")
+with rules:
+    from core.dataset import get_customer
+
+    st.markdown(f"```\n{get_customer(key.split('/')[0]).rules}\n```")
