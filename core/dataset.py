@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # heavy imports stay out of `import core.dataset`
 
 ROLES = ("system", "user", "assistant", "tool")
 CACHE_VERSION = 1
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+_CJK_RUNS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+")
 
 
 def approx_tokens(text: str) -> int:
@@ -43,7 +43,7 @@ def approx_tokens(text: str) -> int:
     (CJK: 0.7-1.5 tokens a character; English: about 4 characters a token); core.pricing uses
     the model's real tokenizer where it has one.
     """
-    cjk = len(_CJK.findall(text))
+    cjk = sum(map(len, _CJK_RUNS.findall(text)))
     return cjk + (len(text) - cjk + 3) // 4
 
 
@@ -265,7 +265,7 @@ class ConversationDataset(Dataset):
         cols["user_turns"].append(sum(m["role"] == "user" for m in conv.messages))
         cols["agent_turns"].append(sum(m["role"] == "assistant" for m in conv.messages))
         cols["chars"].append(sum(map(len, texts)))
-        cols["tokens"].append(sum(map(approx_tokens, texts)))
+        cols["tokens"].append(approx_tokens("".join(texts)))
 
     def _bad(self, error: RecordError) -> None:
         if self.strict:
