@@ -1,0 +1,1 @@
+"""Price data (YAML, research notes) and the helpers of core.pricing: token profiles, README tables."""

@@ -1,0 +1,73 @@
+"""Costs: what one customer-service session costs on each candidate model, measured on the client's own data."""
+import streamlit as st
+
+from core import pricing
+from core.ui import pick_dataset
+
+st.set_page_config(page_title="Costs · CSForge", page_icon="💰", layout="wide")
+st.title("Costs")
+
+with st.sidebar:
+    key = pick_dataset("costs")
+    fewshot = st.number_input("Few-shot example sessions in the prompt", 0, 10, pricing.DEFAULT_FEWSHOT,
+                              help="A prompt-engineered agent carries these whole example sessions in every call.")
+    epochs = st.number_input("Fine-tuning epochs", 1, 20, pricing.DEFAULT_EPOCHS)
+    good_only = st.checkbox("Train only on good conversations (label above the threshold)")
+    stale_days = st.number_input("A price is stale after (days)", 1, 3650, 90)
+if key is None:
+    st.stop()
+try:
+    prices = pricing.Prices.load()
+except pricing.PriceFileError as exc:
+    st.error(f"A price file is invalid; fix it and reload:\n\n```\n{exc}\n```")
+    st.stop()
+st.caption(f"Inference prices: {prices.cost_map.source}. Update with `python -m core.pricing refresh`.")
+
+stale = pricing.stale_rows(prices, int(stale_days))
+if stale:
+    st.warning(f"{len(stale)} prices have a source older than {stale_days} days; re-check them:\n\n"
+               + "\n".join(f"- {line}" for line in stale))
+
+try:
+    stats = pricing.token_stats_frame(prices, key, int(fewshot))
+except (FileNotFoundError, OSError) as exc:
+    st.error(str(exc))
+    st.stop()
+base = stats[stats["tokenizer"] == "approx"].iloc[0]
+cols = st.columns(5)
+cols[0].metric("Sessions", f"{base['sessions']:,}")
+cols[1].metric("Agent turns / session", f"{base['agent turns/session']:.2f}")
+cols[2].metric("History tokens in / turn", f"{base['history tokens/turn']:,.0f}")
+cols[3].metric("Output tokens / turn", f"{base['output tokens/turn']:,.0f}")
+cols[4].metric("System prompt tokens", f"{base['system prompt tokens']:,}")
+with st.expander("Token statistics by tokenizer"):
+    st.dataframe(stats, hide_index=True, width="stretch")
+    st.caption(pricing.METHOD_NOTE)
+
+st.subheader("Inference: cost per session of a prompt-engineered agent")
+frame = pricing.inference_frame(prices, key, int(fewshot))
+f1, f2, f3 = st.columns([3, 2, 2])
+providers = f1.multiselect("Provider", sorted(frame["provider"].unique()))
+tunable = f2.radio("Finetunable", ["all", "yes", "no"], horizontal=True)
+hide_retired = f3.checkbox("Hide retired models", value=True)
+shown = pricing.filter_frame(frame, providers, {"all": None, "yes": True, "no": False}[tunable], hide_retired)
+st.dataframe(shown, hide_index=True, width="stretch",
+             column_config={"$/session": st.column_config.NumberColumn(format="$%.6f"),
+                            "$/1k sessions": st.column_config.NumberColumn(format="$%.3f")})
+
+st.subheader(f"Fine-tuning: one-off training cost on {key} and tuned cost per session")
+st.dataframe(pricing.finetune_frame(prices, key, int(epochs), good_only), hide_index=True, width="stretch",
+             column_config={"training cost": st.column_config.NumberColumn(format="$%.3f"),
+                            "$/session": st.column_config.NumberColumn(format="$%.6f"),
+                            "source": st.column_config.LinkColumn()})
+st.caption("Empty prices are not public (the note says why). Fine-tunes served on a dedicated endpoint are "
+           "billed per GPU-hour, not per token.")
+
+st.subheader("Cost per session vs CS-eval pass rate")
+points = pricing.registry_points(prices, key, key.split("/")[0])
+if points:
+    st.plotly_chart(pricing.pareto_figure(points), width="stretch")
+    st.dataframe(points, hide_index=True, width="stretch")
+else:
+    st.info("No registry model has CS-eval metrics yet: run an eval suite on a model "
+            "(`python -m core.eval ...`) and it appears here with its pass rate and cost per session.")
