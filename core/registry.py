@@ -29,6 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.paths import ROOT, home, registry_path
 
+# libyaml when present: every write re-reads the whole file under the lock.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 PLACEHOLDERS = ("{context}", "{history}", "{question}", "{policy}")
 
 # Provider prefix of a LiteLLM model string -> the environment variable LiteLLM reads.
@@ -106,7 +110,7 @@ class Registry:
 def _read_raw(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
     items = data.get("models", []) if isinstance(data, dict) else data
     return list(items or [])
 
@@ -179,7 +183,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, items: list[dict]) -> None:
-    text = yaml.safe_dump({"models": items}, allow_unicode=True, sort_keys=False, width=100)
+    text = yaml.dump({"models": items}, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=100)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

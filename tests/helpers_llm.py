@@ -174,3 +174,41 @@ class FakeAgent(ServerThread):
             return jsonify({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
         super().__init__(app)
+
+
+# ---------------------------------------------------------------- shared fixtures' building blocks
+
+_TINY: dict[str, Path] = {}
+
+
+def tiny_model_dir() -> Path:
+    """One tiny model (and LoRA adapter beside it) per test process, built on first use."""
+    import tempfile
+
+    if "base" not in _TINY:
+        root = Path(tempfile.mkdtemp(prefix="csforge-tiny-"))
+        _TINY["base"] = build_tiny_model(root / "tiny-llama")
+        _TINY["lora"] = build_lora_adapter(_TINY["base"], root / "tiny-lora")
+    return _TINY["base"]
+
+
+def tiny_lora_dir() -> Path:
+    tiny_model_dir()
+    return _TINY["lora"]
+
+
+def write_registry(path: Path, entries: list[dict]) -> Path:
+    """A registry.yaml for a test (point $CSFORGE_REGISTRY at it)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"models": entries}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tiny_entries() -> list[dict]:
+    """Registry entries for the tiny model: a base "tiny" and a LoRA fine-tune "tiny-ft"."""
+    return [
+        {"name": "tiny", "type": "base", "base_model": str(tiny_model_dir()), "access_point": "local/tiny"},
+        {"name": "tiny-ft", "type": "finetune", "base_model": "tiny", "access_point": "local/tiny-ft",
+         "adapter_path": str(tiny_lora_dir()), "training": {"method": "lora", "note": "random test adapter"}},
+    ]
