@@ -378,16 +378,17 @@ def _json_list(path: Path) -> list | RecordError:
 
 
 def _rules_hash(cls: type) -> str:
-    """Hash of the source of the class and its bases, so editing a rule invalidates cached labels."""
-    sources = []
+    """Hash of the files defining the class and its bases, so editing a rule, a keyword list or a
+    helper function in a customer's module invalidates the cached labels."""
+    digest = hashlib.sha1()
     for klass in cls.__mro__:
-        if klass is object:
+        if klass.__module__.split(".")[0] in ("builtins", "torch", "typing"):
             continue
         try:
-            sources.append(inspect.getsource(klass))
+            digest.update(Path(inspect.getsourcefile(klass)).read_bytes())
         except (OSError, TypeError):
-            sources.append(klass.__qualname__)
-    return hashlib.sha1("".join(sources).encode()).hexdigest()[:12]
+            digest.update(klass.__qualname__.encode())
+    return digest.hexdigest()[:12]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -501,7 +502,7 @@ def dataset_spec(key: str) -> DatasetSpec:
     return specs[name]
 
 
-_LOADED: dict[tuple, ConversationDataset] = {}
+_LOADED: dict[tuple, tuple[tuple, ConversationDataset]] = {}
 _LOADED_LOCK = threading.Lock()
 
 
@@ -511,12 +512,13 @@ def load_dataset(key: str, *, strict: bool = False) -> ConversationDataset:
     if not spec.available:
         raise FileNotFoundError(f"dataset {spec.key}: file {spec.path} not found")
     st = spec.path.stat()
-    memo = (spec.key, strict, st.st_size, st.st_mtime_ns)
+    stamp = (st.st_size, st.st_mtime_ns)
     with _LOADED_LOCK:
-        if memo not in _LOADED:
+        loaded = _LOADED.get((spec.key, strict))
+        if loaded is None or loaded[0] != stamp:  # a changed file replaces the old version
             cls = get_customer(spec.customer).dataset_class
-            _LOADED[memo] = cls(spec.path, strict=strict, **spec.options)
-        return _LOADED[memo]
+            loaded = _LOADED[(spec.key, strict)] = (stamp, cls(spec.path, strict=strict, **spec.options))
+        return loaded[1]
 
 
 def _import_customer(name: str):

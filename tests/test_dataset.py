@@ -152,6 +152,23 @@ def test_rule_change_invalidates_label_cache(tmp_path):
     assert Stricter(path)[0].label == 0.1
 
 
+def test_editing_a_module_level_rule_invalidates_label_cache(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    source = ("from core.dataset import ConversationDataset\nSCORE = {score}\n"
+              "class Rules(ConversationDataset):\n    def quality(self, conv):\n        return SCORE\n")
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    labels = []
+    for n, score in enumerate((0.2, 0.9)):
+        (tmp_path / f"rules_mod{n}.py").write_text(source.format(score=score))
+        module = importlib.import_module(f"rules_mod{n}")
+        labels.append(module.Rules(path)[0].label)
+        sys.modules.pop(f"rules_mod{n}")
+    assert labels == [0.2, 0.9]
+
+
 def test_figures_cover_the_distributions_and_export(tmp_path):
     from core.plots import export_html, export_png
 
