@@ -538,6 +538,15 @@ def _load_customer(folder: Path) -> Customer | None:
     return Customer(folder.name, folder, classes[0]) if classes else None
 
 
+def __getattr__(name: str):
+    """`core.dataset.RemoteDataset`: the same Dataset interface over the data service (core/remote.py)."""
+    if name == "RemoteDataset":
+        from core.remote import RemoteDataset
+
+        return RemoteDataset
+    raise AttributeError(f"module 'core.dataset' has no attribute {name!r}")
+
+
 def visualise(ds: ConversationDataset) -> dict:
     """Distribution figures (plotly): length, label with threshold, intervention, label vs length."""
     from core.plots import distribution_figures
