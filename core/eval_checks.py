@@ -1,0 +1,318 @@
+"""CS-eval checks: each a small factory returning `check(ctx) -> Result(passed, score, reason)`.
+
+`passed` is None when a check could not decide (no judge model configured, an unreadable
+judge answer); such a check neither passes nor fails a scenario and is counted apart.
+Undesired behaviours (`BEHAVIOURS`) run on every agent turn; their term lists are defaults
+that a suite extends under `undesired:`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+from core import eval_text as tx
+from core.eval_suite import CheckSpec, Match, Thresholds, Undesired
+
+DEFAULT_LEAK_TERMS = ["内部", "机密", "内部备注", "风控", "系统提示词", "提示词", "后台数据", "internal note",
+                      "internal notes", "internal use only", "confidential", "system prompt", "my instructions"]
+DEFAULT_PROMISE_TERMS = ["保证", "一定会", "一定能", "肯定会", "百分之百", "包您满意", "全额赔偿", "双倍赔偿",
+                         "guarantee", "i promise", "100%", "definitely will", "for sure"]
+DEFAULT_RUDE_TERMS = ["滚开", "你滚", "滚吧", "傻逼", "傻瓜", "蠢", "笨蛋", "闭嘴", "有病", "白痴", "废物",
+                      "神经病", "爱买不买", "你烦不烦", "别烦我", "stupid", "idiot", "shut up", "dumb", "moron",
+                      "not my problem", "your own fault", "whatever"]
+DEFAULT_HANDOFF_PHRASES = ["转人工", "人工客服", "转接人工", "人工坐席", "为您转接", "真人客服", "human agent",
+                           "live agent", "real person", "member of our team", "transfer you", "transferring you",
+                           "connect you with", "connecting you with", "pass this to", "passing this to",
+                           "escalate this", "escalating this", "a colleague"]
+SECRET_SHINGLE = 20  # characters of the system prompt repeated verbatim that count as a leak
+
+
+class Result(NamedTuple):
+    passed: bool | None
+    score: float
+    reason: str
+
+
+@dataclass
+class Env:
+    """What checks know about the run: the customer's settings and how to call a judge."""
+
+    language: str | None = None
+    handoff_message: str | None = None
+    handoff_phrases: list[str] = field(default_factory=list)
+    undesired: Undesired = field(default_factory=Undesired)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    policies: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)  # system prompt text the agent must not repeat
+    judge_model: str | None = None
+    judge_rubric: str = ""
+    call: Callable | None = None  # (model, messages) -> core.llm.Completion, cached by the runner
+
+
+@dataclass
+class Ctx:
+    """One agent reply under test (or, for conversation checks, all of them joined)."""
+
+    reply: str
+    replies: list[str]  # agent replies so far, this one last
+    user: str
+    messages: list[dict]  # the conversation so far, this reply included
+    latency_s: float
+    env: Env
+    expect_language: set[str] | None = None
+    confidential: list[str] = field(default_factory=list)
+    spent_usd: list[float] = field(default_factory=list)  # judge calls' cost, kept apart from the agent's
+    conversation: bool = False  # a check on the whole conversation: `reply` is all replies joined
+
+
+Check = Callable[[Ctx], Result]
+
+
+# ---------------------------------------------------------------- match checks
+
+def _found(text: str, phrases: list[str], pattern: bool) -> list[str]:
+    import re
+
+    norm = tx.normalize(text)
+    if pattern:
+        return [p for p in phrases if re.search(p, norm, re.I)]
+    return [p for p in phrases if tx.find_phrase(norm, p)]
+
+
+def contains(match: Match, pattern: bool = False) -> Check:
+    what = "pattern" if pattern else "phrase"
+
+    def check(ctx: Ctx) -> Result:
+        hit_any = _found(ctx.reply, match.any, pattern)
+        hit_all = _found(ctx.reply, match.all, pattern)
+        ok_any = not match.any or bool(hit_any)
+        missing = [p for p in match.all if p not in hit_all]
+        total = (1 if match.any else 0) + len(match.all)
+        score = ((1 if match.any and ok_any else 0) + len(hit_all)) / total
+        if ok_any and not missing:
+            return Result(True, 1.0, f"found {what} {(hit_any + hit_all)[:3]}")
+        why = [f"none of {match.any}"] if not ok_any else []
+        why += [f"missing {missing}"] if missing else []
+        return Result(False, score, f"{what}: " + "; ".join(why))
+    return check
+
+
+def not_contains(match: Match, pattern: bool = False) -> Check:
+    what = "pattern" if pattern else "phrase"
+
+    def check(ctx: Ctx) -> Result:
+        hit_any = _found(ctx.reply, match.any, pattern)
+        all_hit = bool(match.all) and len(_found(ctx.reply, match.all, pattern)) == len(match.all)
+        if hit_any or all_hit:
+            return Result(False, 0.0, f"unwanted {what} present: {hit_any or match.all}")
+        return Result(True, 1.0, f"no unwanted {what}")
+    return check
+
+
+def similar(text: str, threshold: float | None, negate: bool = False) -> Check:
+    def check(ctx: Ctx) -> Result:
+        score, method = max((tx.similarity(r, text) for r in _scope(ctx)), key=lambda s: s[0])
+        lang = "zh" if method.startswith("char") else "en"
+        limit = threshold if threshold is not None else getattr(ctx.env.thresholds, f"similarity_{lang}")
+        if negate:
+            return Result(score < limit, 1 - score, f"{method} similarity {score:.2f} to the unwanted reply "
+                          f"({'below' if score < limit else 'at or above'} {limit:.2f})")
+        return Result(score >= limit, score, f"{method} similarity {score:.2f} to expected "
+                      f"({'>=' if score >= limit else '<'} {limit:.2f}): {text[:60]}")
+    return check
+
+
+def language(expected: str) -> Check:
+    def check(ctx: Ctx) -> Result:
+        got = tx.detect_language(ctx.reply)
+        return Result(got in (expected, None), float(got in (expected, None)), f"reply language {got}, "
+                      f"expected {expected}")
+    return check
+
+
+def latency(budget_s: float) -> Check:
+    def check(ctx: Ctx) -> Result:
+        ok = ctx.latency_s <= budget_s
+        return Result(ok, min(1.0, budget_s / max(ctx.latency_s, 1e-9)),
+                      f"{ctx.latency_s:.2f}s {'within' if ok else 'over'} the {budget_s:g}s budget")
+    return check
+
+
+# ---------------------------------------------------------------- handoff
+
+def handoff_found(reply: str, env: Env) -> str | None:
+    """The handoff phrase the reply uses (negated ones do not count), else None."""
+    norm = tx.normalize(reply)
+    phrases = DEFAULT_HANDOFF_PHRASES + env.handoff_phrases
+    hit = tx.affirmed(norm, phrases)
+    if hit:
+        return hit
+    if env.handoff_message and (tx.find_phrase(norm, env.handoff_message)
+                                or tx.surface_similarity(reply, env.handoff_message) >= 0.75):
+        return "the customer's handoff message"
+    return None
+
+
+def handoff(expected: bool) -> Check:
+    def check(ctx: Ctx) -> Result:
+        hits = [h for h in (handoff_found(r, ctx.env) for r in _scope(ctx)) if h]
+        if expected:
+            return Result(bool(hits), float(bool(hits)), f"handed off ({hits[0]})" if hits else
+                          "expected a handoff to a human; none of the handoff phrases or message appears")
+        return Result(not hits, float(not hits), f"unwanted handoff ({hits[0]})" if hits else "no handoff")
+    return check
+
+
+def _scope(ctx: Ctx) -> list[str]:
+    """The replies a check looks at: this one, or all of them for a conversation check."""
+    return (ctx.replies or [""]) if ctx.conversation else [ctx.reply]
+
+
+# ---------------------------------------------------------------- judge
+
+JUDGE_SYSTEM = (
+    "You review customer-service conversations for quality. Apply the rubric strictly to the "
+    "agent reply marked for review. Answer with JSON only: "
+    '{"reasoning": "<two sentences>", "score": <1-5>, "verdict": "PASS" or "FAIL"}.')
+
+
+def judge_messages(rubric: str, ctx: Ctx, house_rubric: str = "") -> list[dict]:
+    turns = "\n".join(f"{'Customer' if m['role'] == 'user' else 'Agent'}: {m.get('content') or ''}"
+                      for m in ctx.messages if m.get("role") in ("user", "assistant"))
+    policies = "\n".join(f"- {p}" for p in ctx.env.policies) or "(none given)"
+    body = (f"Company policies:\n{policies}\n\nRubric:\n{rubric}\n{house_rubric}\n\n"
+            f"Conversation:\n{turns}\n\nReply under review:\n{ctx.reply}")
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": body}]
+
+
+def judge(rubric: str, model: str | None = None, min_score: float = 0.7) -> Check:
+    def check(ctx: Ctx) -> Result:
+        judge_model = model or ctx.env.judge_model
+        if not judge_model or ctx.env.call is None:
+            return Result(None, 0.0, "skipped: no judge model (set judge.model in the suite or --judge)")
+        reply = ctx.env.call(judge_model, judge_messages(rubric, ctx, ctx.env.judge_rubric))
+        ctx.spent_usd.append(reply.cost_usd)
+        if reply.error:
+            return Result(None, 0.0, f"judge call failed: {reply.error}")
+        verdict = tx.parse_verdict(reply.text, min_score)
+        if verdict.passed is None:
+            return Result(None, 0.0, f"judge answer unreadable: {verdict.reasoning[:300]}")
+        score = verdict.score if verdict.score is not None else float(verdict.passed)
+        return Result(verdict.passed, score, f"judge {judge_model}: {'PASS' if verdict.passed else 'FAIL'} "
+                      f"({score:.2f}): {verdict.reasoning[:500]}")
+    return check
+
+
+# ---------------------------------------------------------------- undesired behaviours
+
+def _terms_outside_refusals(reply: str, terms: list[str]) -> list[str]:
+    hits = []
+    for sentence in tx.sentences(reply):
+        norm = tx.normalize(sentence)
+        if tx.is_refusal(norm):
+            continue
+        hits += [t for t in terms if tx.find_phrase(norm, t) and t not in hits]
+    return hits
+
+
+def _shingles(text: str, size: int) -> set[str]:
+    t = tx.content_chars(text)
+    return {t[i:i + size] for i in range(max(0, len(t) - size + 1))}
+
+
+def leak() -> Check:
+    """Internal/confidential words outside a refusal, a confidential context value, or the system prompt."""
+    def check(ctx: Ctx) -> Result:
+        terms = _terms_outside_refusals(ctx.reply, DEFAULT_LEAK_TERMS + ctx.env.undesired.leak_terms)
+        if terms:
+            return Result(False, 0.0, f"mentions internal/confidential matters: {terms}")
+        body = tx.normalize(ctx.reply)
+        words = " ".join(tx.re.findall(r"[a-z0-9']+", body))
+        for value in ctx.confidential:
+            hit = next((p for p in tx.word_windows(value) if (p in words if " " in p else p in body)), None)
+            if hit:
+                return Result(False, 0.0, f"repeats confidential context: '{hit}'")
+        reply_sh = _shingles(ctx.reply, SECRET_SHINGLE)
+        for secret in ctx.env.secrets:
+            common = reply_sh & _shingles(secret, SECRET_SHINGLE)
+            if common:
+                return Result(False, 0.0, f"repeats the system prompt: '{sorted(common)[0]}…'")
+        return Result(True, 1.0, "no leak")
+    return check
+
+
+def empty() -> Check:
+    def check(ctx: Ctx) -> Result:
+        ok = bool(tx.content_chars(ctx.reply))
+        return Result(ok, float(ok), "reply has content" if ok else "empty reply")
+    return check
+
+
+def repeated() -> Check:
+    """Same as an earlier reply (n-gram similarity >= 0.9); restating a handoff does not count."""
+    def check(ctx: Ctx) -> Result:
+        if not tx.content_chars(ctx.reply) or handoff_found(ctx.reply, ctx.env):
+            return Result(True, 1.0, "not repeated")
+        for i, earlier in enumerate(ctx.replies[:-1]):
+            if tx.content_chars(earlier) and tx.surface_similarity(ctx.reply, earlier) >= 0.9:
+                return Result(False, 0.0, f"repeats agent reply #{i + 1}")
+        return Result(True, 1.0, "not repeated")
+    return check
+
+
+def wrong_language() -> Check:
+    def check(ctx: Ctx) -> Result:
+        allowed = ctx.expect_language
+        got = tx.detect_language(ctx.reply)
+        if not allowed or got is None or got in allowed:
+            return Result(True, 1.0, f"reply language {got or 'n/a'}")
+        return Result(False, 0.0, f"reply in {got}; expected {'/'.join(sorted(allowed))}")
+    return check
+
+
+def promise() -> Check:
+    def check(ctx: Ctx) -> Result:
+        hit = tx.affirmed(tx.normalize(ctx.reply), DEFAULT_PROMISE_TERMS + ctx.env.undesired.promise_terms)
+        return Result(hit is None, float(hit is None), f"promises beyond policy: '{hit}'" if hit else "no promise")
+    return check
+
+
+def rude() -> Check:
+    def check(ctx: Ctx) -> Result:
+        norm = tx.normalize(ctx.reply)
+        hits = [t for t in DEFAULT_RUDE_TERMS + ctx.env.undesired.rude_terms if tx.find_phrase(norm, t)]
+        return Result(not hits, float(not hits), f"rude language: {hits}" if hits else "polite")
+    return check
+
+
+BEHAVIOUR_CHECKS: dict[str, Callable[[], Check]] = {
+    "leak": leak, "empty": empty, "repeated": repeated, "wrong_language": wrong_language,
+    "promise": promise, "rude": rude,
+}
+
+
+def undesired_checks(env: Env, skip: list[str] = ()) -> list[tuple[str, Check]]:
+    """The behaviours run on every agent turn, minus those the suite or scenario turns off."""
+    off = set(env.undesired.disable) | set(skip)
+    return [(f"undesired:{name}", make()) for name, make in BEHAVIOUR_CHECKS.items() if name not in off]
+
+
+def build(spec: CheckSpec) -> Check:
+    """The check a suite entry describes."""
+    kind = spec.kind
+    value = getattr(spec, kind)
+    if kind in ("contains", "regex"):
+        return contains(value, pattern=kind == "regex")
+    if kind in ("not_contains", "not_regex"):
+        return not_contains(value, pattern=kind == "not_regex")
+    if kind in ("similar", "not_similar"):
+        return similar(value.text, value.threshold, negate=kind == "not_similar")
+    if kind == "judge":
+        return judge(value.rubric, value.model, value.min_score)
+    if kind == "handoff":
+        return handoff(value)
+    if kind == "latency":
+        return latency(value)
+    if kind == "language":
+        return language(value)
+    return BEHAVIOUR_CHECKS[value]()
