@@ -6,6 +6,7 @@ boundaries ("dm" does not match "admin"); Chinese phrases match as substrings.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -65,11 +66,12 @@ def find_phrase(text_norm: str, phrase: str) -> list[int]:
 
 
 def negated(text_norm: str, start: int) -> bool:
-    """Is the word at `start` negated (不/无/没 within 3 characters, not/can't within 3 words)?"""
+    """Is the word at `start` negated (不/无/没 within 3 characters, not/can't earlier in its clause)?"""
     before = text_norm[max(0, start - 3):start]
     if any(n in before for n in NEGATORS_ZH):
         return True
-    words = re.findall(r"[a-z’']+", text_norm[max(0, start - 40):start])[-3:]
+    clause = re.split(r"[,.;:!?，。；！？]", text_norm[max(0, start - 60):start])[-1]
+    words = re.findall(r"[a-z’']+", clause)[-6:]  # "can't transfer you to a human agent"
     return any(w in NEGATORS_EN for w in words)
 
 
@@ -218,10 +220,11 @@ def _json_candidates(text: str) -> list[dict]:
     found = []
     for m in re.finditer(r"\{.*?\}(?=[^}]*$)|\{.*\}", text, re.S):
         chunk = m.group(0)
-        for attempt in (chunk, chunk.replace("'", '"'), re.sub(r",\s*}", "}", chunk)):
+        trimmed = re.sub(r",\s*}", "}", chunk)
+        for attempt in (chunk, trimmed, trimmed.replace("'", '"'), "python"):
             try:
-                obj = json.loads(attempt)
-            except ValueError:
+                obj = ast.literal_eval(trimmed) if attempt == "python" else json.loads(attempt)
+            except (ValueError, SyntaxError):
                 continue
             if isinstance(obj, dict):
                 found.append(obj)

@@ -1,0 +1,98 @@
+"""Scorecard data: latest run per model, comparisons, trends, transcripts and run diffs.
+
+Everything the Scorecard page draws comes from here as plain lists/DataFrames, so the page
+stays widgets only and the same numbers are testable without Streamlit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core import eval_store as es
+
+COMPARE_COLUMNS = ["model", "baseline", "run_id", "pass_rate", "error_rate", "latency_p50_s", "latency_p95_s",
+                   "cost_per_session_usd", "scenarios", "glitches", "suite_hash", "finished_at"]
+
+
+def baseline_model() -> str | None:
+    """The generic reference every comparison shows: a production base model with no customer
+    (the embedded SmolLM2 in the shipped registry)."""
+    from core import registry
+
+    try:
+        entries = registry.load().entries.values()
+    except Exception:
+        return None
+    for e in entries:
+        if e.type == "base" and e.status == "production" and not e.customer:
+            return e.name
+    return next((e.name for e in entries if e.type == "base"), None)
+
+
+def latest_runs(customer: str | None) -> dict[str, dict]:
+    """The newest finished run of each model for a customer."""
+    out: dict[str, dict] = {}
+    for row in es.runs(customer=customer, status="finished"):
+        out.setdefault(row["model"], row)
+    return out
+
+
+def compare(customer: str | None, models: list[str] | None = None) -> list[dict]:
+    """One row per model (latest finished run); the baseline model is always included."""
+    latest = latest_runs(customer)
+    base = baseline_model()
+    wanted = list(models) if models else list(latest)
+    if base and base not in wanted:
+        wanted.append(base)
+    rows = []
+    for model in wanted:
+        run = latest.get(model)
+        s = (run or {}).get("summary") or {}
+        rows.append({"model": model, "baseline": model == base, "run_id": run["id"] if run else None,
+                     **{k: s.get(k) for k in COMPARE_COLUMNS[3:]}})
+    return rows
+
+
+def by_category(customer: str | None, models: list[str] | None = None) -> list[dict]:
+    """Long table (model, category, pass_rate, n) for the latest run of each model."""
+    rows = []
+    for row in compare(customer, models):
+        if not row["run_id"]:
+            continue
+        summary = es.get_run(row["run_id"])["summary"] or {}
+        for cat, c in summary.get("by_category", {}).items():
+            rows.append({"model": row["model"], "category": cat, "pass_rate": c["pass_rate"], "n": c["n"]})
+    return rows
+
+
+def trend(model: str, customer: str | None) -> list[dict]:
+    """A model's finished runs on a customer's suite, oldest first."""
+    rows = []
+    for run in reversed(es.runs(customer=customer, model=model, status="finished")):
+        s = run["summary"] or {}
+        rows.append({"run_id": run["id"], "created_at": run["created_at"], "suite_hash": run["suite_hash"],
+                     "pass_rate": s.get("pass_rate"), "error_rate": s.get("error_rate"),
+                     "latency_p95_s": s.get("latency_p95_s"), "cost_per_session_usd": s.get("cost_per_session_usd")})
+    return rows
+
+
+def scenario(run_id: str, scenario_id: str) -> dict | None:
+    return next((r for r in es.results(run_id) if r["scenario"] == scenario_id), None)
+
+
+def failed_checks(row: dict) -> list[dict]:
+    return [c for c in row["checks"] if c["passed"] is False]
+
+
+def diff(run_a: str, run_b: str) -> dict[str, Any]:
+    """What changed from run A to run B, scenario by scenario (B newer, usually)."""
+    a = {r["scenario"]: r for r in es.results(run_a)}
+    b = {r["scenario"]: r for r in es.results(run_b)}
+    both = sorted(set(a) & set(b))
+    newly_failing = [s for s in both if a[s]["passed"] and not b[s]["passed"]]
+    detail = {s: [f"turn {c['turn']}: {c['name']}: {c['reason']}" for c in failed_checks(b[s])]
+              for s in newly_failing}
+    return {"newly_failing": newly_failing,
+            "newly_passing": [s for s in both if not a[s]["passed"] and b[s]["passed"]],
+            "still_failing": [s for s in both if not a[s]["passed"] and not b[s]["passed"]],
+            "only_in_a": sorted(set(a) - set(b)), "only_in_b": sorted(set(b) - set(a)),
+            "why": detail}
