@@ -307,11 +307,11 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
          temperature: float = 0.0, max_tokens: int = 256, timeout: float = 60, seed: int | None = 0,
          retries: int = 2) -> Completion:
     """Call a model once; never raises for a model/provider/network failure."""
+    litellm = _litellm()  # imported before the clock starts: its import is not the model's latency
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         return failed
-    litellm = _litellm()
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
         if attempt:
@@ -338,12 +338,12 @@ def stream_chat(model: str, messages: list[dict], *, context: dict | None = None
                 customer: str | None = None, temperature: float = 0.0, max_tokens: int = 256,
                 timeout: float = 60, seed: int | None = 0, retries: int = 2) -> Iterator[str | Completion]:
     """Yield text pieces as they arrive; the last item is the Completion (full text, usage)."""
+    litellm = _litellm()
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         yield failed
         return
-    litellm = _litellm()
     pieces: list[str] = []
     usage: Any = None
     error = f"timed out after {timeout:g}s"

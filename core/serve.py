@@ -9,7 +9,8 @@ GET /v1/models, GET /health. Calls go through `core.llm`, so a prompt model gets
 template and a fine-tuned entry its adapter. Two extensions to the OpenAI body:
 "customer" (whose policy a prompt model uses) and "context" (a dict: what the agent
 knows). Bad requests get OpenAI-style error JSON: {"error": {"message", "type", "param",
-"code"}}; a failed model call is a 502 with the reason. Runs on waitress (threads share
+"code"}}; a failed model call is a 502 with the reason (no retries here: the
+caller retries, so retries do not multiply). Runs on waitress (threads share
 the one loaded model; core.llm serialises generate per model).
 """
 from __future__ import annotations
@@ -119,9 +120,9 @@ def make_app(model_name: str) -> Any:
             return err
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = llm.stream_chat(model_name, **opts)
+            events = llm.stream_chat(model_name, **opts, retries=0)
             return Response(_sse_events(model_name, events, include_usage), mimetype="text/event-stream")
-        c = llm.chat(model_name, **opts)
+        c = llm.chat(model_name, **opts, retries=0)
         if c.error:
             return _error(c.error, 502, "upstream_error")
         return jsonify({

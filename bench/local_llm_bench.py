@@ -1,0 +1,92 @@
+"""Local provider overhead and embedded-model load times, measured in one process.
+
+    .venv/bin/python bench/local_llm_bench.py [--tokens 64] [--rounds 3]
+
+1. tokens/s of `core.llm.chat("smollm2-135m", ...)` (resolve -> LiteLLM -> the `local`
+   custom provider -> generate) against raw `model.generate` on the same loaded model,
+   prompt and greedy settings; both produce the same tokens. Target ratio >= 0.9.
+2. Load time of the embedded model: GGUF conversion (only when not converted yet), cold
+   (first load in this process, imports included), warm (reload from the converted
+   folder after dropping our cache; target <= 3 s), cached (what every later call pays).
+Rounds alternate ours/raw so background load on the machine hits both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPT = [{"role": "user", "content": "Explain in a few sentences how to return a pair of shoes "
+                                      "that do not fit to an online shop."}]
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def load_times() -> dict[str, float]:
+    from core import local_provider as lp
+
+    out: dict[str, float] = {}
+    if not (lp.embedded_folder() / "config.json").exists():
+        _, out["convert GGUF (first run only)"] = timed(lp.ensure_embedded)
+    _, out["cold load (first in process, incl. imports)"] = timed(lp.load, lp.EMBEDDED_MODEL)
+    lp.clear_cache()
+    _, out["warm load (converted folder, imports done)"] = timed(lp.load, lp.EMBEDDED_MODEL)
+    _, out["cached (every later call)"] = timed(lp.load, lp.EMBEDDED_MODEL)
+    return out
+
+
+def raw_generate(loaded, max_tokens: int) -> int:
+    import torch
+
+    enc = loaded.tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_dict=True,
+                                               return_tensors="pt")
+    with torch.inference_mode():
+        out = loaded.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)
+    return int(out.shape[1] - enc["input_ids"].shape[1])
+
+
+def throughput(max_tokens: int, rounds: int) -> tuple[float, float]:
+    from core import llm, local_provider as lp
+
+    loaded = lp.load(lp.EMBEDDED_MODEL)
+    llm.chat(llm.EMBEDDED_MODEL, PROMPT, max_tokens=8)  # warm-up: litellm import, first kernels
+    raw_generate(loaded, 8)
+    ours, raw = [], []
+    for _ in range(rounds):
+        c, t = timed(llm.chat, llm.EMBEDDED_MODEL, PROMPT, max_tokens=max_tokens, timeout=600)
+        assert c.ok, c.error
+        ours.append(c.output_tokens / t)
+        n, t = timed(raw_generate, loaded, max_tokens)
+        raw.append(n / t)
+    return statistics.median(ours), statistics.median(raw)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
+    for what, seconds in load_times().items():
+        print(f"{what:48s} {seconds:7.2f} s")
+    ours, raw = throughput(args.tokens, args.rounds)
+    print(f"raw model.generate        {raw:7.1f} tokens/s")
+    print(f"core.llm local provider   {ours:7.1f} tokens/s")
+    print(f"ratio ours/raw            {ours / raw:7.2f}  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
