@@ -1,0 +1,195 @@
+"""Scorecard: start CS-eval runs, compare models, follow a model's trend, read transcripts with
+their failed checks, diff two runs, gate releases, and turn flagged chats into scenarios.
+Widgets only; the numbers come from core.eval_report / eval_jobs / eval_gate / eval_loop."""
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import eval_gate, eval_jobs, eval_loop, eval_report, eval_store, registry
+from core.dataset import list_customers
+
+st.set_page_config(page_title="Scorecard · CSForge", page_icon="🧪", layout="wide")
+st.title("Scorecard")
+
+customers = [c.name for c in list_customers()]
+with st.sidebar:
+    customer = st.selectbox("Customer", customers, key="sc_customer")
+models = registry.load().names()
+runs = eval_store.runs(customer=customer)
+finished = [r for r in runs if r["status"] == "finished"]
+
+
+def run_label(run_id: str) -> str:
+    row = next((r for r in runs if r["id"] == run_id), None)
+    if not row:
+        return run_id
+    s = row["summary"] or {}
+    rate = f"{s['pass_rate']:.0%}" if s.get("pass_rate") is not None else row["status"]
+    return f"{row['model']} · {rate} · {row['id']}"
+
+
+def pct(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    for c in cols:
+        df[c] = df[c].map(lambda x: None if x is None or pd.isna(x) else round(100 * x, 1))
+    return df
+
+
+tab_cmp, tab_run, tab_tx, tab_diff, tab_gate, tab_loop = st.tabs(
+    ["Compare", "Run", "Transcripts", "Diff", "Release gate", "Human loop"])
+
+# ---------------------------------------------------------------- compare + trend
+with tab_cmp:
+    rows = eval_report.compare(customer)
+    if not finished:
+        st.info(f"No finished runs for {customer} yet: start one in the Run tab.")
+    table = pct(pd.DataFrame(rows, columns=eval_report.COMPARE_COLUMNS), ["pass_rate", "error_rate"]).rename(
+        columns={"pass_rate": "pass rate %", "error_rate": "error rate %"})
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("The baseline generic model is always listed; a blank row means it has no run on this suite yet. "
+               "Error rate = agent turns with a glitch or a failed undesired-behaviour check / all agent turns.")
+    cats = eval_report.by_category(customer)
+    if cats:
+        st.plotly_chart(px.bar(pd.DataFrame(cats), x="category", y="pass_rate", color="model", barmode="group",
+                               title="Pass rate by category", range_y=[0, 1]), key="cats")
+        scored = pd.DataFrame([r for r in rows if r["run_id"]])
+        c1, c2, c3 = st.columns(3)
+        c1.plotly_chart(px.bar(scored, x="model", y="error_rate", title="Error rate"), key="err")
+        c2.plotly_chart(px.bar(scored, x="model", y=["latency_p50_s", "latency_p95_s"], barmode="group",
+                               title="Latency (s)"), key="lat")
+        c3.plotly_chart(px.bar(scored, x="model", y="cost_per_session_usd", title="Cost per session ($)"), key="cost")
+        model = st.selectbox("Trend of", sorted({r["model"] for r in finished}), key="trend_model")
+        trend = pd.DataFrame(eval_report.trend(model, customer))
+        trend["when"] = pd.to_datetime(trend["created_at"], unit="s")
+        st.plotly_chart(px.line(trend, x="when", y=["pass_rate", "error_rate"], markers=True,
+                                hover_data=["run_id", "suite_hash"], title=f"{model} over its runs"), key="trend")
+
+# ---------------------------------------------------------------- start a run, live progress
+with tab_run:
+    with st.form("start_run"):
+        picked = st.selectbox("Model (registry)", ["(type below)"] + models, key="run_model")
+        typed = st.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="run_typed")
+        suite_path = st.text_input("Suite file (empty: generic + the customer's)", key="run_suite")
+        concurrency = st.slider("Concurrency", 1, 32, 8, key="run_conc")
+        judge = st.text_input("Judge model (optional)", key="run_judge")
+        go = st.form_submit_button("Start run")
+    if go:
+        model = typed.strip() or (picked if picked != "(type below)" else "")
+        if not model:
+            st.error("Pick a registry model or type a model string / URL.")
+        else:
+            job = eval_jobs.start(model, customer, suite_path.strip() or None, concurrency, judge.strip() or None)
+            st.success(f"Started job {job}; progress below.")
+
+    @st.fragment(run_every=2)
+    def live_jobs() -> None:
+        for job in eval_jobs.recent(5):
+            p = job["progress"] or {}
+            done, total = p.get("done") or 0, p.get("total") or 0
+            st.write(f"**{job['name']}** — {job['status']} · run `{p.get('run_id')}`")
+            st.progress(done / total if total else 0.0, text=f"{done}/{total or '?'} scenarios")
+            if job["status"] == "running" and st.button("Stop", key=f"stop_{job['id']}"):
+                eval_jobs.stop(job["id"])
+            if job["status"] != "finished" and job["log_tail"]:
+                st.code(job["log_tail"], language=None)
+    live_jobs()
+
+# ---------------------------------------------------------------- transcript drill-down
+with tab_tx:
+    if not runs:
+        st.info("No runs yet.")
+    else:
+        run_id = st.selectbox("Run", [r["id"] for r in runs], format_func=run_label, key="tx_run")
+        results = eval_store.results(run_id)
+        only_failed = st.toggle("Only failed scenarios", value=True, key="tx_failed")
+        shown = [r for r in results if not (only_failed and r["passed"])] or results
+        if shown:
+            sid = st.selectbox("Scenario", [r["scenario"] for r in shown], key="tx_scenario",
+                               format_func=lambda s: ("✅ " if next(r for r in shown if r["scenario"] == s)["passed"]
+                                                      else "❌ ") + s)
+            row = next(r for r in shown if r["scenario"] == sid)
+            tx = row["transcript"]
+            st.caption(f"{row['category']} · persona: {tx.get('persona') or '-'} · goal: {tx.get('goal') or '-'}")
+            if row["error"]:
+                st.error(f"Glitch: {row['error']}")
+            for turn in tx.get("turns", []):
+                st.chat_message("user").write(turn["user"] + ("  _(simulated)_" if turn.get("simulated") else ""))
+                st.chat_message("assistant").write(turn["reply"] or "∅ (empty reply)")
+                for c in turn["checks"]:
+                    if c["passed"] is False:
+                        st.error(f"✗ {c['name']}: {c['reason']}")
+                    elif c["passed"] is None:
+                        st.warning(f"? {c['name']}: {c['reason']}")
+                st.caption(f"{turn['latency_s']:.2f}s · {turn['input_tokens']}+{turn['output_tokens']} tokens"
+                           + (" · cached" if turn.get("cached") else "")
+                           + f" · {sum(1 for c in turn['checks'] if c['passed'])} checks passed")
+            for c in tx.get("conversation_checks", []):
+                (st.error if c["passed"] is False else st.success)(f"conversation · {c['name']}: {c['reason']}")
+
+# ---------------------------------------------------------------- diff of two runs
+with tab_diff:
+    if len(runs) < 2:
+        st.info("Two runs are needed for a diff.")
+    else:
+        ids = [r["id"] for r in runs]
+        a = st.selectbox("Run A (before)", ids, index=1, format_func=run_label, key="diff_a")
+        b = st.selectbox("Run B (after)", ids, index=0, format_func=run_label, key="diff_b")
+        d = eval_report.diff(a, b)
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Newly failing", len(d["newly_failing"]))
+        c2.metric("Newly passing", len(d["newly_passing"]))
+        c3.metric("Still failing", len(d["still_failing"]))
+        for sid in d["newly_failing"]:
+            st.error(f"**{sid}** — " + "; ".join(d["why"][sid] or ["glitch"]))
+        if d["newly_passing"]:
+            st.success("Newly passing: " + ", ".join(d["newly_passing"]))
+
+# ---------------------------------------------------------------- release gate
+with tab_gate:
+    entries = registry.load().entries.values()
+    prod = eval_gate.production_model(customer)
+    st.write(f"Production model for {customer}: **{prod or 'none yet'}**")
+    cands = [e.name for e in entries if e.status == "candidate" and e.customer in (customer, None)]
+    if not cands:
+        st.info("No candidate models for this customer in the registry.")
+    else:
+        cand = st.selectbox("Candidate", cands, key="gate_cand")
+        tol = st.number_input("Tolerance (pass/error rate)", 0.0, 1.0, 0.02, 0.01, key="gate_tol")
+        reason = st.text_input("Override reason (promotes even if worse; recorded)", key="gate_reason")
+        if st.button("Compare and promote", key="gate_go"):
+            with st.spinner("Scoring candidate and production on the customer's suite…"):
+                dec = eval_gate.promote(cand, customer, tolerance=tol, override_reason=reason.strip() or None)
+            st.dataframe(pd.DataFrame([{"model": dec.candidate, **dec.as_dict()["candidate_summary"]},
+                                       {"model": dec.production, **dec.as_dict()["production_summary"]}]),
+                         hide_index=True)
+            for r in dec.reasons:
+                st.error(r)
+            (st.success if dec.promoted else st.warning)("Promoted." if dec.promoted else "Promotion refused.")
+    history = eval_gate.history(customer)
+    if history:
+        st.dataframe(pd.DataFrame([{k: h.get(k) for k in ("decided_at", "candidate", "production", "promoted",
+                                                            "reasons", "override_reason")} for h in history]),
+                     hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------- human loop
+with tab_loop:
+    flagged = eval_loop.flagged_sessions(customer)
+    if not flagged:
+        st.info("No flagged sandbox sessions for this customer.")
+    for s in flagged:
+        c1, c2 = st.columns([4, 1])
+        c1.write(f"**{s['title']}** · {s['models']} · {s['flags']} flag(s) · `{s['id']}`")
+        if c2.button("Make regression scenario", key=f"reg_{s['id']}"):
+            scenario, path = eval_loop.add_regression(s["id"])
+            st.success(f"Added scenario {scenario.id} to {path.name}")
+    rep = eval_loop.agreement(customer)
+    st.subheader("Human flags vs automatic checks")
+    if rep["replies"]:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Agent replies compared", rep["replies"])
+        c2.metric("Agreement", f"{rep['agreement']:.0%}")
+        c3.metric("Cohen's kappa", rep["kappa"])
+        st.dataframe(pd.DataFrame([{"flag": k, **v} for k, v in rep["by_category"].items()]), hide_index=True)
+        st.dataframe(pd.DataFrame([{**m, "human": ", ".join(m["human"]), "auto": ", ".join(m["auto"])}
+                                   for m in rep["messages"] if m["human"] or m["auto"]]), hide_index=True)
+    else:
+        st.caption("No rated or flagged sandbox sessions yet.")
