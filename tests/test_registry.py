@@ -109,3 +109,14 @@ def test_cli_validate_and_show(reg_file, capsys):
     assert registry.main(["show", "m1"]) == 0
     assert "gemini/gemini-2.5-flash" in capsys.readouterr().out
     assert registry.main(["show", "zzz"]) == 1
+
+
+def test_local_entries_availability(reg_file, tmp_path):
+    write_registry(reg_file, [
+        {"name": "ft", "type": "finetune", "base_model": "smollm2-135m", "access_point": "local/ft",
+         "adapter_path": str(tmp_path / "missing-adapter")},
+        {"name": "folder", "type": "base", "base_model": str(tmp_path / "nowhere"), "access_point": "local/folder"}])
+    ok, why = registry.availability("ft")
+    assert not ok and "adapter folder" in why
+    ok, why = registry.availability("folder")
+    assert not ok and "nowhere" in why
