@@ -313,11 +313,12 @@ def run(settings: RunSettings, *, run_id: str | None = None, resume: bool = Fals
     if progress:
         progress(finished, total, None)
     pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="eval")
+    db = es.writer()
     try:
         futures = [pool.submit(play, sc, suite, settings, caller, env) for sc in pending]
         for fut in as_completed(futures):
             rec = fut.result()
-            es.save_result(run_id, rec)  # the main thread is the only writer
+            es.save_result(run_id, rec, db)  # the main thread is the only writer
             finished += 1
             if progress:
                 progress(finished, total, rec)

@@ -161,6 +161,25 @@ def stalling_agent() -> Responder:
     return lambda messages: STALL
 
 
-def echo_agent(prefix: str = "好的，") -> Responder:
-    """Answers every message with a fixed reply naming the turn (the bench's endpoint)."""
-    return lambda messages: f"{prefix}您的第 {len(_user_turns(messages))} 个问题已记录，我们会尽快为您处理。"
+ECHO_REPLIES = ["好的，您的问题已记录，我们会尽快为您处理。", "不客气，祝您购物愉快！还有其他问题随时联系我们。"]
+
+
+def echo_agent() -> Responder:
+    """A fixed reply per turn number (the bench's endpoint)."""
+    return lambda messages: ECHO_REPLIES[min(len(_user_turns(messages)), len(ECHO_REPLIES)) - 1]
+
+
+def main() -> None:
+    """`python -m tests.fake_agents --delay 0.2`: serve the echo agent until killed (prints the URL)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--delay", type=float, default=0.2)
+    args = ap.parse_args()
+    with serve(echo_agent(), delay_s=args.delay) as url:
+        print(url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
