@@ -77,11 +77,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    import torch
-
-    print(f"torch threads: {torch.get_num_threads()}, load average: {os.getloadavg()[0]:.1f}")
+    print(f"load average before: {os.getloadavg()[0]:.1f} (the bench shares the CPUs with whatever runs)")
     for what, seconds in load_times().items():
         print(f"{what:48s} {seconds:7.2f} s")
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()} (set CSFORGE_TORCH_THREADS to change)")
     ours, raw = throughput(args.tokens, args.rounds)
     print(f"raw model.generate        {raw:7.1f} tokens/s")
     print(f"core.llm local provider   {ours:7.1f} tokens/s")

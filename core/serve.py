@@ -1,6 +1,6 @@
 """Serve any registry model as an OpenAI-compatible endpoint.
 
-    python -m core.serve smollm2-135m --port 8000 [--host 127.0.0.1] [--threads 4]
+    python -m core.serve smollm2-135m --port 8000 [--host 127.0.0.1] [--threads 4] [--no-warmup]
     curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \
          -d '{"messages": [{"role": "user", "content": "Hi"}]}'
 
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--no-warmup", action="store_true", help="skip the one-token call that loads the model")
     args = ap.parse_args(argv)
     try:
         registry.get(args.name)
@@ -172,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ok, why = registry.availability(args.name)
     if not ok:
         print(f"warning: {args.name} is not available: {why}", file=sys.stderr)
+    if not args.no_warmup:  # load litellm and the model now, not on the first client's request
+        from core import llm
+
+        warm = llm.chat(args.name, [{"role": "user", "content": "Hi"}], max_tokens=1, retries=0)
+        print(f"warm-up: {'ok' if warm.ok else warm.error} ({warm.latency_s:.1f}s)", flush=True)
     from waitress import serve
 
     print(f"serving {args.name} at http://{args.host}:{args.port}/v1", flush=True)
