@@ -108,3 +108,14 @@ def test_page_chat_side_by_side_flag_rate_and_reopen(agents):
     assert set(table["model"]) == {"fake-a", "fake-b"}
     by_model = table.set_index("model")
     assert by_model.loc["fake-a", "error rate"] == "100%" and by_model.loc["fake-b", "error rate"] == "0%"
+
+
+def test_page_shows_unavailable_models_with_the_key_to_set(agents, monkeypatch):
+    from core import registry
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    registry.upsert(registry.Entry(name="gem", type="base", base_model="g", access_point="gemini/gemini-2.5-flash"))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    options = at.sidebar.selectbox(key="model_a").options
+    assert "gem · base (unavailable: set GEMINI_API_KEY)" in options and "fake-a · base" in options
