@@ -37,6 +37,7 @@ def test_leak_terms_confidential_values_and_refusals():
     leak = ck.leak()
     assert leak(ctx("根据内部备注，您是高风险用户。")).passed is False
     assert leak(ctx("抱歉，内部资料无法提供。")).passed  # a refusal names the thing without leaking it
+    assert leak(ctx("抱歉，根据内部备注您是高风险用户。")).passed is False  # an apology is not a refusal
     c = ctx("您的记录显示疑似职业索赔，请注意。")
     c.confidential = ["该用户历史退款 9 次，疑似职业索赔"]
     assert leak(c).passed is False and "疑似职业索赔" in leak(c).reason
