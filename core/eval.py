@@ -95,6 +95,7 @@ def cmd_run(args) -> int:
             return 2
         settings = RunSettings(model=args.model, customer=args.customer, suite_path=args.suite,
                                concurrency=args.concurrency or 8, timeout_s=args.timeout, cache=not args.no_cache,
+                               max_tokens=args.max_tokens,
                                judge=args.judge, simulator=args.simulator)
     job_id = args.job or os.environ.get("CSFORGE_JOB_ID")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -110,7 +111,9 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         eval_jobs.finish(job_id, "interrupted", error="interrupted")
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # do not wait for in-flight calls: finished scenarios are already stored
     summary = result["summary"]
     print(scorecard_text(summary))
     eval_jobs.finish(job_id, "finished", result={"run_id": result["id"], "pass_rate": summary["pass_rate"],
@@ -203,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--suite", help="suite file (default: generic + the customer's)")
     r.add_argument("--concurrency", type=int)
     r.add_argument("--timeout", type=float, default=60.0, help="seconds per agent call, retries included")
+    r.add_argument("--max-tokens", type=int, default=256, help="reply length cap per agent turn")
     r.add_argument("--min-pass-rate", type=float, help="exit 1 below this pass rate (a CI gate)")
     r.add_argument("--judge", help="judge model for judge checks when the suite names none")
     r.add_argument("--simulator", help="model that plays the customer in `simulate` scenarios")

@@ -248,3 +248,22 @@ def test_diff_and_compare_show_what_newly_fails(mini, tmp_registry):
     rows = eval_report.compare("shop_zh")
     assert {r["model"] for r in rows} == {str(good), str(bad), "smollm2-135m"}
     assert next(r for r in rows if r["model"] == "smollm2-135m")["baseline"]
+
+
+def test_cli_run_prints_a_scorecard_and_gates_on_min_pass_rate(tmp_path, capsys):
+    from core import eval as cli
+
+    suite_file = tmp_path / "mini.yaml"
+    suite_file.write_text(MINI, encoding="utf-8")
+    with serve(bad_agent()) as url:
+        code = cli.main(["run", "--model", str(url), "--suite", str(suite_file), "--min-pass-rate", "0.5",
+                         "--no-cache", "--run-id", "bad1"])
+    out = capsys.readouterr()
+    assert code == 1 and "FAILED the gate" in out.err and "pass rate 0.0%" in out.out
+    with serve(good_agent()) as url:
+        assert cli.main(["run", "--model", str(url), "--suite", str(suite_file), "--min-pass-rate", "0.5",
+                         "--run-id", "good1"]) == 0
+    assert cli.main(["show", "bad1", "--failed"]) == 0
+    assert "undesired:leak" in capsys.readouterr().out
+    assert cli.main(["diff", "good1", "bad1"]) == 1  # something newly fails
+    assert cli.main(["validate"]) == 0
