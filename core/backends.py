@@ -130,7 +130,7 @@ class LoraBackend:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         wall = time.perf_counter() - started
         state = trainer.state
-        after = trainer.evaluate()["eval_loss"] if val else None
+        after = _final_val_loss(trainer, early) if val else None
         adapter = ctx.out_dir / "adapter"
         trainer.save_model(str(adapter))  # adapter + tokenizer, written by the main process only
         tokens = int(state.num_input_tokens_seen) - tracker.tokens_at_start
@@ -182,6 +182,17 @@ def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, ea
         include_num_input_tokens_seen="non_padding", restore_callback_states_from_checkpoint=True,
         use_cpu=device == "cpu", bf16=bf16, report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, gradient_checkpointing=lora.gradient_checkpointing)
+
+
+def _final_val_loss(trainer: Any, early: bool) -> float:
+    """Validation loss of the model we keep, without a second pass when the last one measured it."""
+    state = trainer.state
+    if early and state.best_metric is not None:
+        return state.best_metric  # the best checkpoint was restored
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    if evals and evals[-1].get("step") == state.global_step:
+        return evals[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
 
 
 def _last_checkpoint(work_dir: Path) -> str | None:

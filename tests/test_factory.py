@@ -338,3 +338,20 @@ def test_remote_failure_is_a_failed_job(tiny, monkeypatch):
         assert factory.execute(job.id) == 1
     failed = jobs.get(job.id)
     assert failed.status == "failed" and "training failed: bad base model" in failed.error
+
+
+def test_training_data_can_come_from_the_data_service(tiny):
+    from core.api import create_app
+    from tests.helpers_llm import serve_app
+
+    with serve_app(create_app()) as server:
+        url = server.url.removesuffix("/v1")
+        cfg = config(tiny, name="remote-data", method="prompt", data_url=url, max_conversations=None)
+        job = record(cfg)
+        assert factory.execute(job.id) == 0, jobs.get(job.id).error
+    local = config(tiny, name="local-data", method="prompt", max_conversations=None)
+    assert factory.execute(record(local).id) == 0
+    remote_t, local_t = registry.get("remote-data").training, registry.get("local-data").training
+    assert remote_t["dataset"]["url"] == url and len(remote_t["dataset"]["sha256"]) == 64
+    assert remote_t["data"] == local_t["data"]  # the same conversations kept and dropped, over HTTP
+    assert remote_t["metrics"]["few_shot_ids"] == local_t["metrics"]["few_shot_ids"]
