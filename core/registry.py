@@ -183,7 +183,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, items: list[dict]) -> None:
-    text = yaml.dump({"models": items}, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=100)
+    text = _header(path) + yaml.dump({"models": items}, Dumper=_Dumper, allow_unicode=True,
+                                     sort_keys=False, width=100)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -194,6 +195,18 @@ def _write_atomic(path: Path, items: list[dict]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _header(path: Path) -> str:
+    """The file's leading comment block, kept across rewrites (it tells readers how to edit)."""
+    if not path.exists():
+        return ""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "".join(lines)
 
 
 def _dump(entry: Entry) -> dict:

@@ -46,7 +46,10 @@ def model_options() -> dict[str, str]:
 def new_session_form() -> None:
     models, customers = model_options(), customer_names()
     with st.sidebar.form("new_session"):
-        a = st.selectbox("Model", list(models), format_func=models.get, key="model_a")
+        wanted = st.query_params.get("model") or st.session_state.get("model")  # sent from Factory/Scorecard
+        names = list(models)
+        a = st.selectbox("Model", names, index=names.index(wanted) if wanted in names else 0,
+                         format_func=models.get, key="model_a")
         other = st.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="model_other")
         b = st.selectbox("Compare with", [NONE, *models], format_func=lambda n: models.get(n, n), key="model_b")
         customer = st.selectbox("Customer", [NONE, *customers], format_func=lambda n: customers.get(n, n),

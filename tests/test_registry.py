@@ -120,3 +120,11 @@ def test_local_entries_availability(reg_file, tmp_path):
     assert not ok and "adapter folder" in why
     ok, why = registry.availability("folder")
     assert not ok and "nowhere" in why
+
+
+def test_rewrites_keep_the_files_header_comments(reg_file):
+    reg_file.write_text("# how to edit this file\n# keys never go here\nmodels: []\n")
+    registry.upsert(registry.Entry(**GOOD))
+    text = reg_file.read_text()
+    assert text.startswith("# how to edit this file\n# keys never go here\nmodels:")
+    assert registry.get(GOOD["name"]).name == GOOD["name"]

@@ -119,3 +119,11 @@ def test_page_shows_unavailable_models_with_the_key_to_set(agents, monkeypatch):
     assert not at.exception
     options = at.sidebar.selectbox(key="model_a").options
     assert "gem · base (unavailable: set GEMINI_API_KEY)" in options and "fake-a · base" in options
+
+
+def test_page_preselects_the_model_sent_from_another_page(agents):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["model"] = "fake-b"
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="model_a").value == "fake-b"
