@@ -305,6 +305,17 @@ FLAGS = {  # CLI flag -> config path
 }
 
 
+def _flag_help(dotted: str) -> str:
+    """The config field's own description and default, so the CLI and the page say the same."""
+    model: Any = JobConfig
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        model = model.model_fields[p].annotation
+    info = model.model_fields[leaf]
+    default = "required" if info.is_required() else f"default: {info.default}"
+    return f"{info.description} ({default})"
+
+
 def _set(values: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for p in parents:
@@ -357,11 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     train = sub.add_parser("train", help="train a model (foreground; --background to detach)")
     train.add_argument("--config", help="job YAML (JobConfig fields); flags override it")
-    for flag in FLAGS:
+    for flag, dotted in FLAGS.items():
         kind = int if flag in ("seed", "epochs", "batch_size", "max_steps", "max_seq_len", "eval_steps",
                                "lora_r", "few_shot", "max_conversations") else (
             float if flag in ("lr", "min_label") else str)
-        train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind)
+        train.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=_flag_help(dotted))
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any field, e.g. lora.alpha=32")
     train.add_argument("--background", action="store_true", help="run detached; prints the job id")
     run_job = sub.add_parser("run-job", help=argparse.SUPPRESS)

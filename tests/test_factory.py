@@ -355,3 +355,13 @@ def test_training_data_can_come_from_the_data_service(tiny):
     assert remote_t["dataset"]["url"] == url and len(remote_t["dataset"]["sha256"]) == 64
     assert remote_t["data"] == local_t["data"]  # the same conversations kept and dropped, over HTTP
     assert remote_t["metrics"]["few_shot_ids"] == local_t["metrics"]["few_shot_ids"]
+
+
+def test_cli_flags_carry_the_config_fields_help_and_defaults(capsys):
+    from core import factory
+
+    with pytest.raises(SystemExit):
+        factory.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lora-r LORA_R LoRA rank (default: 8)" in out
+    assert "--customer CUSTOMER customer folder name, e.g. shop_zh (required)" in out
