@@ -61,6 +61,10 @@ def test_handoff_promise_rude_empty_repeated():
     assert ck.empty()(ctx("  。 ")).passed is False
     assert ck.repeated()(ctx("请提供订单号。", earlier=["请提供订单号"])).passed is False
     assert ck.repeated()(ctx(SHOP_HANDOFF, earlier=[SHOP_HANDOFF])).passed  # restating a handoff is fine
+    echo = ctx("Customer's new message: Hi, who pays the return shipping?", user="Hi, who pays the return shipping?")
+    assert ck.repeated()(echo).passed is False and "echoes" in ck.repeated()(echo).reason
+    # seen from SmolLM2: the customer's words echoed back are not a handoff
+    assert ck.handoff(True)(ctx("Can you please talk to a real person?", lang={"en"})).passed is False
 
 
 def test_latency_and_similarity():
