@@ -66,7 +66,10 @@ with tab_cmp:
 # ---------------------------------------------------------------- start a run, live progress
 with tab_run:
     with st.form("start_run"):
-        picked = st.selectbox("Model (registry)", ["(type below)"] + models, key="run_model")
+        options = ["(type below)"] + models
+        wanted = st.query_params.get("model") or st.session_state.get("model")  # sent from the Factory
+        picked = st.selectbox("Model (registry)", options, key="run_model",
+                              index=options.index(wanted) if wanted in options else 0)
         typed = st.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="run_typed")
         suite_path = st.text_input("Suite file (empty: generic + the customer's)", key="run_suite")
         concurrency = st.slider("Concurrency", 1, 32, 8, key="run_conc")

@@ -72,3 +72,11 @@ def test_background_job_runs_the_cli_and_reports_progress(tmp_path):
     assert state["progress"]["done"] == state["progress"]["total"] == 4
     summary = eval_store.get_run(state["result"]["run_id"])["summary"]
     assert summary["pass_rate"] == 1.0 and "pass rate 100.0%" in state["log_tail"]
+
+
+def test_scorecard_preselects_the_model_sent_from_the_factory(monkeypatch):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["model"] = "shop_zh-prompt"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="run_model").value == "shop_zh-prompt"
