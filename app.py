@@ -7,13 +7,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.dataset import customer_errors, overview
-
 PAGE_ICONS = {"1_Data": "📚", "2_Factory": "🏭", "3_Sandbox": "💬", "4_Scorecard": "📊", "5_Costs": "💰"}
 
 st.set_page_config(page_title="CSForge", page_icon="🛠️", layout="wide")
 st.title("CSForge")
 st.caption("Data → model → evaluation for customer-service agents, one client at a time.")
+
+with st.spinner("Loading customer datasets…"):  # the first import brings in torch (a few seconds)
+    from core.dataset import customer_errors, overview
 
 rows = overview()
 datasets = pd.DataFrame(rows)
