@@ -1,8 +1,7 @@
 """Background jobs recorded in SQLite: create, follow, cancel, detect dead processes.
 
-Used by `core.factory` for training jobs and reusable by any module that runs work in the
-background (eval runs): a job row holds the kind, a config, the pid, a JSON progress blob,
-the log path, the result or the error.
+Used by `core.factory` for training jobs and `core.eval_jobs` for eval runs: a job row holds
+the kind, a config, the pid, a JSON progress blob, the log path, the result or the error.
 
     from core import jobs
     job = jobs.create("train", "shop_zh-lora", config_dict)
@@ -93,6 +92,14 @@ def update(job_id: str, **fields: Any) -> None:
         database["jobs"].update(job_id, values)
 
 
+def merge_progress(job_id: str, changes: dict) -> None:
+    """Set some progress keys and keep the others (for reporters that send only what changed)."""
+    database = db()
+    with transaction(database):
+        old = loads(database["jobs"].get(job_id)["progress"], {}) or {}
+        database["jobs"].update(job_id, {"progress": dumps({**old, **changes}), "updated_at": now()})
+
+
 def _row(job_id: str) -> dict:
     try:
         return db()["jobs"].get(job_id)
@@ -139,6 +146,9 @@ def _check(job: Job) -> Job:
         return job
     if pid_alive(job.pid):
         return job
+    fresh = Job.from_row(_row(job.id))
+    if (fresh.status, fresh.pid) != (job.status, job.pid):
+        return fresh  # the process recorded its end (or a restart began) after we read the row
     error = (f"process {job.pid} ended without finishing the job (killed or crashed)."
              f"\n--- log tail ---\n{log_tail(job, 30)}")
     status = "cancelled" if job.status == "cancelling" else "failed"
