@@ -34,8 +34,9 @@ cols = st.columns(4)
 cols[0].metric("Shown", f"{len(picked)} / {len(ds)}")
 cols[1].metric("Good (label > threshold)", f"{summary['good_share']:.0%}", help=f"threshold {ds.good_threshold}")
 cols[2].metric("Needs a human", f"{summary['needs_human_share']:.0%}")
-cols[3].download_button("Download filtered JSONL", to_jsonl(ds, picked), file_name=f"{key.replace('/', '_')}.jsonl",
-                        mime="application/jsonl", disabled=not picked)
+# Callables: the files are built only when someone clicks, not on every rerun.
+cols[3].download_button("Download filtered JSONL", lambda: to_jsonl(ds, picked),
+                        file_name=f"{key.replace('/', '_')}.jsonl", mime="application/jsonl", disabled=not picked)
 
 browse, figures, table, rules = st.tabs(["Conversations", "Distributions", "Table", "Rules"])
 with browse:
@@ -58,8 +59,8 @@ with figures:
     grid = st.columns(2)
     for n, fig in enumerate(figs.values()):
         grid[n % 2].plotly_chart(fig, width="stretch")
-    st.download_button("Figures as HTML", export_html(figs, title=key), file_name="distributions.html")
-    st.download_button("Figures as PNG", export_png(figs), file_name="distributions.png", mime="image/png")
+    st.download_button("Figures as HTML", lambda: export_html(figs, title=key), file_name="distributions.html")
+    st.download_button("Figures as PNG", lambda: export_png(figs), file_name="distributions.png", mime="image/png")
 with table:
     st.dataframe(ds.stats().iloc[picked], hide_index=True, width="stretch")
 with rules:

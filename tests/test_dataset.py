@@ -195,3 +195,16 @@ def test_customers_are_discovered_from_their_folders():
 def test_cli_check_reports_bad_records(tmp_path, capsys, monkeypatch):
     assert dsmod.main(["check", "nobody/x"]) == 2
     assert "unknown customer 'nobody'" in capsys.readouterr().err
+
+
+def test_filter_and_jsonl_export_keep_label_and_handoff(tmp_path):
+    ds = CountingDataset(write_jsonl(tmp_path / "d.jsonl", GOOD))
+    assert dsmod.filter_indices(ds, needs_human=True) == [1]
+    assert dsmod.filter_indices(ds, 0.4, 1.0, needs_human=False) == [0]
+    assert dsmod.filter_indices(ds, 0.0, 0.1) == [2]
+    lines = dsmod.to_jsonl(ds, [0, 1]).decode("utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert records[0]["messages"][0]["content"] == "你好，订单 123 到哪了？" and "\\u" not in lines[0]
+    assert records[1]["human_intervention_idx"] == 2 and records[0]["label"] == 0.5
+    assert dsmod.to_jsonl(ds, []) == b""
