@@ -40,12 +40,16 @@ for error in customer_errors():
 
 st.subheader("Models")
 try:
-    from core.registry import load as load_registry
+    from core.registry import eval_summaries, load as load_registry
 
     registry = load_registry()
+
+    def last_scores(metrics: dict | None) -> str:
+        return " · ".join(f"{customer}: pass {s.get('pass_rate', 0):.0%}, errors {s.get('error_rate', 0):.0%}"
+                          for customer, s in eval_summaries(metrics).items()) or "not evaluated"
+
     models = pd.DataFrame([{"model": e.name, "type": e.type, "base": e.base_model, "customer": e.customer,
-                            "status": e.status, "pass rate": (e.metrics or {}).get("pass_rate"),
-                            "error rate": (e.metrics or {}).get("error_rate")}
+                            "status": e.status, "last CS eval": last_scores(e.metrics)}
                            for e in registry.entries.values()])
     st.dataframe(models, hide_index=True, width="stretch")
     for error in registry.errors:

@@ -348,6 +348,6 @@ def _write_metrics(settings: RunSettings, suite: Suite, summary: dict) -> None:
             return
         compact = {k: summary[k] for k in METRIC_KEYS if k in summary}
         compact["by_category"] = {k: v["pass_rate"] for k, v in summary.get("by_category", {}).items()}
-        registry.set_metrics(settings.model, {f"cs_eval_{settings.customer or suite.name}": compact})
+        registry.set_metrics(settings.model, {registry.eval_key(settings.customer or suite.name): compact})
     except Exception as exc:  # the run's results are in SQLite; the registry copy is a convenience
         print(f"warning: could not write registry metrics for {settings.model}: {exc}")

@@ -529,13 +529,17 @@ def available_datasets() -> dict[str, list[str]]:
 
 
 def registry_points(prices: Prices, key: str, customer: str | None = None) -> list[dict]:
-    """Registry models with a CS-eval pass rate: cost per session (measured, else estimated) vs pass rate."""
+    """Registry models with a CS-eval pass rate on the customer's suite: cost per session
+    (measured by CS eval, else estimated on the dataset) vs pass rate."""
+    from core.registry import eval_summaries
+
     points = []
     for entry in _registry_entries():
-        metrics = entry.get("metrics") or {}
-        if metrics.get("pass_rate") is None or (customer and entry.get("customer") not in (None, customer)):
+        suite = customer or entry.get("customer")
+        summary = eval_summaries(entry.get("metrics")).get(suite or "")
+        if not summary or summary.get("pass_rate") is None or entry.get("customer") not in (None, suite):
             continue
-        cost, how = metrics.get("cost_per_session"), "measured by CS eval"
+        cost, how = summary.get("cost_per_session_usd"), "measured by CS eval"
         if cost is None:
             found = prices.cost_map.lookup(str(entry.get("access_point", "")))
             if found is None:
@@ -544,8 +548,8 @@ def registry_points(prices: Prices, key: str, customer: str | None = None) -> li
             prof = prices.profile(key, tokenizer_for(entry.get("access_point")))
             template = counter(prof.tokenizer)([entry.get("prompt_template") or ""])[0]
             cost, how = session_cost(prof, *found, template_tokens=template).usd, f"estimated on {key}"
-        points.append({"name": entry["name"], "type": entry.get("type"), "pass_rate": float(metrics["pass_rate"]),
-                       "error_rate": metrics.get("error_rate"), "cost_per_session": float(cost), "cost_source": how})
+        points.append({"name": entry["name"], "type": entry.get("type"), "pass_rate": float(summary["pass_rate"]),
+                       "error_rate": summary.get("error_rate"), "cost_per_session": float(cost), "cost_source": how})
     return points
 
 

@@ -256,6 +256,20 @@ def update(name: str, **fields: Any) -> Entry:
     return result["entry"]
 
 
+EVAL_PREFIX = "cs_eval_"  # metrics.cs_eval_<customer>: the latest CS-eval summary on that customer's suite
+
+
+def eval_key(customer: str) -> str:
+    """Where CS eval stores its summary for a customer in an entry's metrics."""
+    return f"{EVAL_PREFIX}{customer}"
+
+
+def eval_summaries(metrics: dict | None) -> dict[str, dict]:
+    """customer -> latest CS-eval summary (pass_rate, error_rate, latency, cost_per_session_usd, ...)."""
+    return {k[len(EVAL_PREFIX):]: v for k, v in (metrics or {}).items()
+            if k.startswith(EVAL_PREFIX) and isinstance(v, dict)}
+
+
 def set_metrics(name: str, metrics: dict) -> Entry:
     """Merge CS-eval metrics into an entry (keys written before are kept unless replaced)."""
     result: dict[str, Entry] = {}

@@ -157,6 +157,13 @@ def test_summary_goes_to_the_registry_entry(mini, tmp_registry):
         run(RunSettings(model="good-agent", customer="shop_zh", cache=False), suite=mini)
     metrics = registry.get("good-agent").metrics["cs_eval_shop_zh"]
     assert metrics["pass_rate"] == 1.0 and metrics["error_rate"] == 0.0 and "complaint" in metrics["by_category"]
+    # the Costs page's cost-vs-pass-rate chart reads the same summary
+    from core import pricing
+
+    points = pricing.registry_points(pricing.Prices.load(), "shop_zh/demo", "shop_zh")
+    assert [(p["name"], p["pass_rate"], p["cost_source"]) for p in points] == [
+        ("good-agent", 1.0, "measured by CS eval")]
+    assert pricing.registry_points(pricing.Prices.load(), "twitter_care/dev", "twitter_care") == []
 
 
 def test_release_gate_refuses_a_worse_candidate_unless_overridden(mini, tmp_registry):

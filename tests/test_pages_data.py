@@ -37,3 +37,16 @@ def test_data_page_shows_figures_and_rules():
     assert not at.exception
     assert len(at.get("plotly_chart")) == 6
     assert any("0.3" in m.value for m in at.markdown), "the customer's rules are shown"
+
+
+def test_home_shows_each_models_last_cs_eval_scores(tmp_path, monkeypatch):
+    reg = tmp_path / "registry.yaml"
+    reg.write_text("models:\n- {name: m1, type: base, base_model: x, access_point: gpt-4o-mini,\n"
+                   "   metrics: {cs_eval_shop_zh: {pass_rate: 0.5, error_rate: 0.25}}}\n"
+                   "- {name: m2, type: base, base_model: x, access_point: gpt-4o-mini}\n")
+    monkeypatch.setenv("CSFORGE_REGISTRY", str(reg))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    models = at.dataframe[1].value.set_index("model")
+    assert models.loc["m1", "last CS eval"] == "shop_zh: pass 50%, errors 25%"
+    assert models.loc["m2", "last CS eval"] == "not evaluated"

@@ -256,11 +256,11 @@ def test_costs_page_charts_registry_models_with_metrics(monkeypatch, tmp_path):
     registry = [
         {"name": "zh-prompt", "type": "prompt", "base_model": "x", "access_point": "gpt-4o-mini",
          "customer": "shop_zh", "prompt_template": "Policy: {policy}\nQ: {question}",
-         "metrics": {"pass_rate": 0.8, "error_rate": 0.1}},
+         "metrics": {"cs_eval_shop_zh": {"pass_rate": 0.8, "error_rate": 0.1}}},
         {"name": "zh-tuned", "type": "finetune", "base_model": "x", "access_point": "local/zh-tuned",
-         "customer": "shop_zh", "metrics": {"pass_rate": 0.6, "cost_per_session": 0.0}},
+         "customer": "shop_zh", "metrics": {"cs_eval_shop_zh": {"pass_rate": 0.6, "cost_per_session_usd": 0.0}}},
         {"name": "other-client", "type": "base", "base_model": "x", "access_point": "gpt-4o-mini",
-         "customer": "twitter_care", "metrics": {"pass_rate": 0.9}},
+         "customer": "twitter_care", "metrics": {"cs_eval_twitter_care": {"pass_rate": 0.9}}},
     ]
     at = _page(monkeypatch, tmp_path, registry)
     assert not at.exception
