@@ -74,9 +74,8 @@ class Entry:
             if key in self.filters:
                 self.filters.move_to_end(key)
                 return self.filters[key]
-        lo_, hi_ = -math.inf if lo is None else lo, math.inf if hi is None else hi
-        found = [i for i, (label, idx) in enumerate(zip(self.labels, self.interventions))
-                 if lo_ <= label <= hi_ and (human is None or (idx >= 0) == human)]
+        found = data.filter_indices(self.ds, -math.inf if lo is None else lo, math.inf if hi is None else hi,
+                                    needs_human=human)
         with self.lock:
             self.filters[key] = found
             while len(self.filters) > FILTER_CACHE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import sqlite_utils
@@ -64,14 +65,20 @@ INDEXES = [
 ]
 
 
+_READY: set[Path] = set()  # databases whose schema and WAL mode this process already checked
+
+
 def db() -> sqlite_utils.Database:
-    """Open the console database (schema created on first use, WAL mode)."""
+    """Open the console database (schema created and WAL enabled once per process and file)."""
     path = home() / "csforge.db"
+    fresh = path not in _READY or not path.exists()  # checked before connecting creates the file
     database = sqlite_utils.Database(path)
     database.execute("PRAGMA busy_timeout = 10000")
-    if database.journal_mode != "wal":
-        database.enable_wal()
-    _ensure_schema(database)
+    if fresh:
+        if database.journal_mode != "wal":
+            database.enable_wal()
+        _ensure_schema(database)
+        _READY.add(path)
     return database
 
 
