@@ -26,7 +26,7 @@ os.environ["CSFORGE_REGISTRY"] = str(Path(os.environ["CSFORGE_HOME"]) / "registr
 
 
 def bench_suite(n: int):
-    from core.eval_suite import Suite
+    from core.eval.suite import Suite
 
     return Suite.model_validate({"name": "bench", "language": "zh", "scenarios": [
         {"id": f"s{i:03d}", "category": "logistics_delay",
@@ -45,7 +45,7 @@ def main() -> int:
     try:
         url = server.stdout.readline().strip()
         from core import llm
-        from core.eval_runner import RunSettings, run
+        from core.eval.runner import RunSettings, run
 
         llm.chat(url, [{"role": "user", "content": "warm-up"}])  # litellm import + first connection
         suite = bench_suite(args.scenarios)

@@ -1,6 +1,6 @@
 """Background jobs recorded in SQLite: create, follow, cancel, detect dead processes.
 
-Used by `core.factory` for training jobs and `core.eval_jobs` for eval runs: a job row holds
+Used by `core.factory` for training jobs and `core.eval.jobs` for eval runs: a job row holds
 the kind, a config, the pid, a JSON progress blob, the log path, the result or the error.
 
     from core import jobs

@@ -1,11 +1,12 @@
 """Scorecard: start CS-eval runs, compare models, follow a model's trend, read transcripts with
 their failed checks, diff two runs, gate releases, and turn flagged chats into scenarios.
-Widgets only; the numbers come from core.eval_report / eval_jobs / eval_gate / eval_loop."""
+Widgets only; the numbers come from core.eval (report, jobs, gate, loop)."""
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import eval_gate, eval_jobs, eval_loop, eval_report, eval_store, registry
+from core import registry
+from core.eval import gate as eval_gate, jobs as eval_jobs, loop as eval_loop, report as eval_report, store as eval_store
 from core.dataset import list_customers
 
 st.set_page_config(page_title="Scorecard · CSForge", page_icon="🧪", layout="wide")

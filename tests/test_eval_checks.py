@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import eval_checks as ck
-from core import eval_text as tx
-from core.eval_suite import Match, SuiteError, load_file, load_suite
+from core.eval import checks as ck
+from core.eval import text as tx
+from core.eval.suite import Match, SuiteError, load_file, load_suite
 
 SHOP_HANDOFF = "您好，正在为您转接人工客服，请稍候。"
 

@@ -7,8 +7,8 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from core import registry
-from core.eval_runner import RunSettings, run
-from core.eval_suite import parse_suite
+from core.eval.runner import RunSettings, run
+from core.eval.suite import parse_suite
 from tests.fake_agents import bad_agent, good_agent, serve
 from tests.test_eval_runner import MINI
 
@@ -58,7 +58,7 @@ def test_background_job_runs_the_cli_and_reports_progress(tmp_path):
     """The Run tab's button: `python -m core.eval run` in a subprocess, progress in the jobs table."""
     import time
 
-    from core import eval_jobs, eval_store
+    from core.eval import jobs as eval_jobs, store as eval_store
 
     suite_file = tmp_path / "mini.yaml"
     suite_file.write_text(MINI, encoding="utf-8")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core import eval_gate, eval_loop, eval_report, eval_store, registry, store
-from core.eval_runner import RunSettings, run
-from core.eval_suite import load_regressions, parse_suite
+from core import registry, store
+from core.eval import gate as eval_gate, loop as eval_loop, report as eval_report, store as eval_store
+from core.eval.runner import RunSettings, run
+from core.eval.suite import load_regressions, parse_suite
 from tests.fake_agents import bad_agent, good_agent, scripted, serve, stalling_agent
 
 MINI = """
@@ -258,7 +259,7 @@ def test_diff_and_compare_show_what_newly_fails(mini, tmp_registry):
 
 
 def test_cli_run_prints_a_scorecard_and_gates_on_min_pass_rate(tmp_path, capsys):
-    from core import eval as cli
+    from core.eval import cli
 
     suite_file = tmp_path / "mini.yaml"
     suite_file.write_text(MINI, encoding="utf-8")

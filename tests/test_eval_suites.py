@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import eval_store
-from core.eval_runner import RunSettings, run
-from core.eval_suite import load_suite
+from core.eval import store as eval_store
+from core.eval.runner import RunSettings, run
+from core.eval.suite import load_suite
 from tests.fake_agents import reference_agent, serve
 
 LEAK = {"zh": "（内部备注：该用户疑似职业索赔）", "en": " (internal notes: suspected serial claimant)"}

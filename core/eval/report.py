@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import eval_store as es
+from core.eval import store as es
 
 COMPARE_COLUMNS = ["model", "baseline", "run_id", "pass_rate", "error_rate", "latency_p50_s", "latency_p95_s",
                    "cost_per_session_usd", "scenarios", "glitches", "suite_hash", "finished_at"]

@@ -16,7 +16,7 @@ KIND = "eval"
 def start(model: str, customer: str | None, suite_path: str | None = None, concurrency: int = 8,
           judge: str | None = None, extra: list[str] | None = None) -> str:
     """Launch an eval run in the background; returns the job id (the run id is in its progress)."""
-    from core.eval_runner import new_run_id
+    from core.eval.runner import new_run_id
 
     job_id = jobs.new_id()
     run_id = new_run_id(model)

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from core import store
-from core.eval_suite import REGRESSIONS_FILE, Scenario
+from core.eval.suite import REGRESSIONS_FILE, Scenario
 from core.paths import CUSTOMERS_DIR
 
 # sandbox flag category -> the checks that must pass on the replayed turn
@@ -99,7 +99,7 @@ def add_regression(session_id: str, message_id: str | None = None, customer: str
     items = [s for s in ((data or {}).get("regressions") or []) if s.get("id") != scenario.id]
     items.append(scenario.model_dump(mode="json", exclude_defaults=True))
     header = ("# Regression scenarios made from flagged sandbox sessions (python -m core.eval regress).\n"
-              "# Machine-written; edit freely, the schema is core/eval_suite.py's Scenario.\n")
+              "# Machine-written; edit freely, the schema is core/eval/suite.py's Scenario.\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump({"regressions": items}, allow_unicode=True, sort_keys=False, width=100),
                     encoding="utf-8")
@@ -113,9 +113,9 @@ def agreement(customer: str | None) -> dict:
     human = flagged; auto = any undesired check failed. Reports counts, raw agreement,
     Cohen's kappa, and per flag category how often the automatic check caught it.
     """
-    from core import eval_checks as ck
-    from core.eval_runner import expected_languages
-    from core.eval_suite import load_suite
+    from core.eval import checks as ck
+    from core.eval.runner import expected_languages
+    from core.eval.suite import load_suite
 
     suite = load_suite(customer) if customer else None
     env = ck.Env(language=suite.language if suite else None, handoff_message=suite.handoff_message if suite else None,

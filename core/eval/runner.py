@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core import eval_checks as ck
-from core import eval_text as tx
+from core.eval import checks as ck
+from core.eval import text as tx
 from core import store
-from core.eval_suite import Scenario, Suite, Turn, load_suite
+from core.eval.suite import Scenario, Suite, Turn, load_suite
 from core.paths import home_dir
 
 
@@ -289,7 +289,7 @@ def new_run_id(model: str) -> str:
 def run(settings: RunSettings, *, run_id: str | None = None, resume: bool = False,
         suite: Suite | None = None, progress: Progress | None = None) -> dict:
     """Run (or resume) a suite against `settings.model`; returns the stored run with its summary."""
-    from core import eval_store as es
+    from core.eval import store as es
 
     suite = suite or load_suite(settings.customer, settings.suite_path)
     suite_hash = suite.hash()

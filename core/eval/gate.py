@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from core import eval_store as es
+from core.eval import store as es
 from core import store
 
 
@@ -66,7 +66,7 @@ def compare(candidate: dict, production: dict, tolerance: float) -> list[str]:
 def scored_run(model: str, customer: str, suite, *, reuse: bool, concurrency: int, judge: str | None,
                runner=None) -> dict:
     """A finished run of `model` on this exact suite: reused when one exists, else run now."""
-    from core.eval_runner import RunSettings, run
+    from core.eval.runner import RunSettings, run
 
     if reuse:
         for row in es.runs(customer=customer, model=model, status="finished"):
@@ -80,7 +80,7 @@ def promote(candidate: str, customer: str, *, tolerance: float | None = None, ov
             concurrency: int = 8, judge: str | None = None, reuse: bool = True, suite=None) -> Decision:
     """Score candidate and production on the customer's suite and promote if the gate allows."""
     from core import registry
-    from core.eval_suite import load_suite
+    from core.eval.suite import load_suite
 
     entry = registry.get(candidate)
     suite = suite or load_suite(customer)

@@ -12,7 +12,7 @@
 `--model` is a registry name, a LiteLLM model string or an OpenAI-compatible URL.
 
 Suites (suites/generic.yaml + customers/<name>/scenarios.yaml + customers/<name>/regressions.yaml)
-are described in core/eval_suite.py. A scenario passes when it ran without a glitch and none of
+are described in core/eval/suite.py. A scenario passes when it ran without a glitch and none of
 its checks failed (turn checks, conversation checks, the latency budget, and the undesired
 behaviours checked on every agent turn).
 
@@ -37,8 +37,8 @@ import signal
 import sys
 import time
 
-from core.eval_runner import RunSettings, run  # noqa: F401  (public API)
-from core.eval_suite import SuiteError, load_suite  # noqa: F401
+from core.eval.runner import RunSettings, run  # noqa: F401
+from core.eval.suite import SuiteError, load_suite  # noqa: F401
 
 
 def _table(rows: list[list], head: list[str]) -> str:
@@ -68,7 +68,7 @@ def scorecard_text(summary: dict) -> str:
 
 def _job_progress(job_id: str | None):
     """Progress callback: prints a line and, for a job started from the Scorecard, updates it."""
-    from core import eval_jobs
+    from core.eval import jobs as eval_jobs
 
     def progress(done: int, total: int, rec: dict | None) -> None:
         if rec is not None:
@@ -81,7 +81,7 @@ def _job_progress(job_id: str | None):
 
 
 def cmd_run(args) -> int:
-    from core import eval_store
+    from core.eval import store as eval_store
 
     if args.resume:
         old = eval_store.get_run(args.resume)
@@ -99,7 +99,7 @@ def cmd_run(args) -> int:
                                judge=args.judge, simulator=args.simulator)
     job_id = args.job or os.environ.get("CSFORGE_JOB_ID")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    from core import eval_jobs
+    from core.eval import jobs as eval_jobs
 
     try:
         result = run(settings, run_id=args.resume or args.run_id, resume=bool(args.resume),
@@ -142,7 +142,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from core import eval_store
+    from core.eval import store as eval_store
 
     row = eval_store.get_run(args.run_id)
     if row is None:
@@ -163,7 +163,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from core import eval_report
+    from core.eval import report as eval_report
 
     d = eval_report.diff(args.run_a, args.run_b)
     for key in ("newly_failing", "newly_passing", "still_failing", "only_in_a", "only_in_b"):
@@ -172,7 +172,7 @@ def cmd_diff(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from core import eval_gate
+    from core.eval import gate as eval_gate
 
     decision = eval_gate.promote(args.candidate, args.customer, tolerance=args.tolerance,
                                  override_reason=args.override, concurrency=args.concurrency or 8,
@@ -182,7 +182,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_regress(args) -> int:
-    from core import eval_loop
+    from core.eval import loop as eval_loop
 
     scenario, path = eval_loop.add_regression(args.session_id, message_id=args.message)
     print(f"added scenario '{scenario.id}' to {path}")
@@ -190,7 +190,7 @@ def cmd_regress(args) -> int:
 
 
 def cmd_agreement(args) -> int:
-    from core import eval_loop
+    from core.eval import loop as eval_loop
 
     rep = eval_loop.agreement(args.customer)
     print(json.dumps({k: v for k, v in rep.items() if k != "messages"}, ensure_ascii=False, indent=2))
@@ -245,11 +245,3 @@ def main(argv: list[str] | None = None) -> int:
     a.set_defaults(func=cmd_agreement)
     args = ap.parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    started = time.time()
-    code = main()
-    sys.exit(code)
