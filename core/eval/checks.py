@@ -191,8 +191,9 @@ def _ask_judge(ctx: Ctx, model: str, rubric: str, min_score: float = 0.7) -> jd.
 
 def _judge_result(verdict: jd.Verdict, model: str) -> Result:
     if verdict.passed is None:  # fails safe: never a pass; the runner fails the scenario when the judge is required
-        return Result(None, 0.0, verdict.reason or "not judged", {"not_judged": True})
-    detail = {"judge_kind": verdict.kind or ("none" if verdict.passed else "unknown"), "evidence": verdict.evidence}
+        return Result(None, 0.0, verdict.reason or "not judged", {"not_judged": True, "cost_usd": verdict.cost_usd})
+    detail = {"judge_kind": verdict.kind or ("none" if verdict.passed else "unknown"), "evidence": verdict.evidence,
+              "cost_usd": verdict.cost_usd}
     return Result(verdict.passed, verdict.score if verdict.score is not None else float(verdict.passed),
                   f"judge {model}: {'PASS' if verdict.passed else 'FAIL'}"
                   f"{'' if verdict.passed else f' ({verdict.kind})'}: {verdict.evidence[:300]}", detail)

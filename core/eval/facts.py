@@ -31,7 +31,8 @@ NUMBER = re.compile(r"\d+(?:\.\d+)?")
 ORDINAL = re.compile(r"\b\d{1,2}(?:st|nd|rd|th)\b", re.I)
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
-MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b", re.I)
+# a month named with a capital (not the verb "may"); "May" itself only before a day number
+MONTH = re.compile(r"\b(?:" + "|".join(m.capitalize() for m in MONTHS if m != "may") + r"|May(?= \d))\b")
 ID_MIN_DIGITS = 7  # a digit group this long is an identifier (phone, tracking, order), not a quantity
 
 
@@ -116,6 +117,8 @@ def ungrounded(reply: str, known: Known) -> list[str]:
             ok = known.has_digits(_digits(tok))
         elif kind == "date":
             ok = re.search(r"\b" + re.escape(low) + r"\b", known.text) is not None
+        elif len(_digits(tok)) >= 4:  # "尾号 8273", "order ending 8273": the tail of a known number
+            ok = float(tok) in known.numbers or known.has_digits(_digits(tok))
         else:
             ok = float(tok) in known.numbers
         if not ok and tok not in bad:

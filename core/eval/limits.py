@@ -39,8 +39,8 @@ _REFUND_GRANT = re.compile(
     r"refund(?:ed)? (?:it )?in full|prepaid label|money back|start the return", re.I)
 _DAY = re.compile(r"明天|后天|今天|今晚|今日|下午|周[一二三四五六日末]|星期.|\d+\s*号|tomorrow|today|tonight|"
                   r"by (?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)|within the hour|this week", re.I)
-_DONE = re.compile(r"到|送达|送到|到账|处理完|办好|修好|arriv|deliver|be with you|back in your account|approved|"
-                   r"resolved|fixed|sorted|in your account|with you", re.I)
+_DONE = re.compile(r"到|送达|送到|到账|处理完|办好|修好|\barriv|\bdeliver|\bbe with you\b|back in your account|\bapproved|"
+                   r"\bresolved|\bfixed|\bsorted\b|in your account|\bwith you\b", re.I)
 _HEDGE = re.compile(r"如果|若|万一|if |unless|一般|预计|大概|也许|可能|不一定|probably|usually|might|may ", re.I)
 
 
@@ -111,7 +111,7 @@ def violations(reply: str, limits, context_text: str) -> list[str]:
                 found.append(f"grants a refund/return of a non-returnable item ({blocked[0]})")
         if not limits.date_promises:
             day, done = _DAY.search(sentence), _DONE.search(sentence)
-            if day and done and not _HEDGE.search(sentence) and not tx.negated(sentence, day.start()) \
+            if day and done and not sentence.rstrip().endswith(("?", "？")) and not _HEDGE.search(sentence) and not tx.negated(sentence, day.start()) \
                     and not tx.negated(sentence, done.start()):
                 found.append(f"names a date as certain: '{sentence[:50]}'")
     return found
