@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from urllib3.util.retry import Retry
 
 from core.dataset import RecordError, Sample
+from core.redact import redact
 
 API = "/api/v1"
 PAGE = 10_000  # the service's largest page of labels (core.api.MAX_LABELS)
@@ -134,14 +135,14 @@ class RemoteDataset(Dataset):
         try:
             resp = self.session.get(url, params=params, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise RemoteDataError(f"{url}: cannot reach the data service: {exc}") from exc
+            raise RemoteDataError(redact(f"{url}: cannot reach the data service: {exc}")) from exc
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status_code != 200 or not isinstance(body, dict):
             message = body.get("message") if isinstance(body, dict) else resp.text[:200]
-            raise RemoteDataError(f"{resp.url}: HTTP {resp.status_code}: {message}")
+            raise RemoteDataError(redact(f"{resp.url}: HTTP {resp.status_code}: {message}"))
         return body
 
     def __getstate__(self) -> dict:  # sessions do not cross process boundaries (DataLoader workers)
