@@ -456,7 +456,8 @@ class Customer:
         specs = {}
         folder = DATA_DIR / self.name
         for file in sorted(folder.glob("*.json*")) if folder.is_dir() else []:
-            if file.suffix in (".json", ".jsonl"):
+            # a symlink that leads out of data/<client>/ is not served (it could name any file)
+            if file.suffix in (".json", ".jsonl") and file.resolve().is_relative_to(folder.resolve()):
                 specs[file.stem] = DatasetSpec(self.name, file.stem, file, {})
         for name, spec in self.dataset_class.datasets.items():
             options = {k: v for k, v in spec.items() if k != "path"}

@@ -174,7 +174,9 @@ def policy_text(customer: str | None) -> str:
     """customers/<customer>/prompt.md, or "" when there is none."""
     if not customer:
         return ""
-    path = CUSTOMERS_DIR / customer / "prompt.md"
+    path = (CUSTOMERS_DIR / customer / "prompt.md").resolve()
+    if path.parent.parent != CUSTOMERS_DIR.resolve():  # "../x" or an absolute path: never read outside
+        raise CallError(f"customer must be a customer folder name, got {customer[:80]!r}")
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
 

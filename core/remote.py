@@ -123,6 +123,8 @@ class RemoteDataset(Dataset):
         """One keep-alive session per process (DataLoader workers fork and get their own)."""
         if self._session is None or self._pid != os.getpid():
             session = requests.Session()
+            if os.environ.get("CSFORGE_SERVE_TOKEN"):  # the service's optional bearer token (core.guard)
+                session.headers["Authorization"] = f"Bearer {os.environ['CSFORGE_SERVE_TOKEN']}"
             retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
                           allowed_methods=("GET",), raise_on_status=False)
             session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
