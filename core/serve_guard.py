@@ -93,7 +93,7 @@ def _number(body: dict, key: str, default: Any, kind: type, lo: float, hi: float
     if value is None:
         return default
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-    if not ok_type or isinstance(value, bool) or not math.isfinite(value):
+    if not ok_type or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
         raise Refused(400, f"'{key}' must be {'a number' if kind is float else 'an integer'}, got {clip(value)}", key)
     if not lo <= value <= hi:
         raise Refused(400, f"'{key}' must be between {lo:g} and {hi:g}, got {clip(value)}", key)
