@@ -206,3 +206,135 @@ def test_cli_refuses_zero_threads(capsys):
     with pytest.raises(SystemExit):
         serve.main(["tiny", "--threads", "0"])
     assert "at least 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- core.api, the data service
+
+SHOP_SRC = '''
+from core.dataset import ConversationDataset
+
+
+class AbuseShop(ConversationDataset):
+    """Test customer: every conversation is good."""
+
+    def quality(self, conv):
+        return 1.0
+'''
+SHOP = "abuse_shop"
+
+
+@pytest.fixture(scope="module")
+def data_service(tmp_path_factory):
+    """apitest-style customer with one good dataset and a symlink pointing at a file outside its folder."""
+    import sys
+
+    import customers
+    from core import dataset as data
+    from core.api import BackgroundServer, create_app
+
+    root = tmp_path_factory.mktemp("abuse-api")
+    cdir, ddir = root / "customers", root / "data"
+    (cdir / SHOP).mkdir(parents=True)
+    (cdir / SHOP / "__init__.py").write_text("")
+    (cdir / SHOP / "dataset.py").write_text(SHOP_SRC, encoding="utf-8")
+    (ddir / SHOP).mkdir(parents=True)
+    line = {"id": "c1", "messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "您好"}]}
+    (ddir / SHOP / "demo.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    secret = root / "outside.jsonl"
+    secret.write_text(json.dumps({**line, "id": "TOP-SECRET"}) + "\n", encoding="utf-8")
+    (ddir / SHOP / "leak.jsonl").symlink_to(secret)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CSFORGE_HOME", str(root / "home"))
+        mp.setattr(data, "CUSTOMERS_DIR", cdir)
+        mp.setattr(data, "DATA_DIR", ddir)
+        mp.setattr(customers, "__path__", [str(cdir), *customers.__path__])
+        with BackgroundServer(create_app(), threads=4) as srv:
+            yield srv.url + "/api/v1"
+    for name in [m for m in sys.modules if m.startswith(f"customers.{SHOP}")]:
+        del sys.modules[name]
+
+
+def api_ok(base: str) -> None:
+    start = time.monotonic()
+    r = requests.get(f"{base}/datasets/{SHOP}/demo/items/0", timeout=NORMAL_S)
+    assert r.status_code == 200 and r.json()["id"] == "c1" and time.monotonic() - start < NORMAL_S
+
+
+API_PROBES = [
+    # (probe, path, status, words in the message)
+    ("symlink out of the client folder", f"datasets/{SHOP}/leak/items/0", 404, "unknown dataset"),
+    ("customer path", "datasets/..%2F..%2Fetc/demo/items/0", 404, ""),
+    ("customer with dots", "datasets/../demo/items", 404, ""),
+    ("full-width digits", f"datasets/{SHOP}/demo/items/\uff10", 400, "index must be an integer"),
+    ("full-width offset", f"datasets/{SHOP}/demo/items?offset=\uff11", 400, "offset must be an integer"),
+    ("5,000-digit number", f"datasets/{SHOP}/demo/items?offset=" + "9" * 5000, 400, "(5000 characters)"),
+    ("70 KB parameter name", f"datasets/{SHOP}/demo/items?" + "p" * 70_000 + "=1", 400, "(70000 characters)"),
+    ("bad customer name", "datasets/" + "x" * 300 + "/demo/items", 400, "(300 characters)"),
+]
+
+
+@pytest.mark.parametrize("probe,path,status,words", API_PROBES, ids=[p[0] for p in API_PROBES])
+def test_data_service_refuses_with_short_messages(data_service, probe, path, status, words):
+    r = requests.get(f"{data_service}/{path}", timeout=5)
+    assert r.status_code == status, r.text[:300]
+    assert words in r.json()["message"] and len(r.text) < 1000 and "TOP-SECRET" not in r.text
+    api_ok(data_service)
+
+
+def test_symlinked_file_is_not_listed(data_service):
+    listed = requests.get(f"{data_service}/customers", timeout=5).json()["customers"]
+    shop = next(c for c in listed if c["name"] == SHOP)
+    assert [d["name"] for d in shop["datasets"]] == ["demo"]
+
+
+def test_500_names_no_server_path(data_service, monkeypatch):
+    from core import dataset as data
+
+    def broken(ds):
+        raise OSError(f"cannot open {Path(__file__).resolve()}")
+
+    monkeypatch.setattr(data, "visualise", broken)
+    r = requests.get(f"{data_service}/datasets/{SHOP}/demo/figures.html", timeout=5)
+    assert r.status_code == 500 and "OSError" in r.json()["message"]
+    assert str(Path(__file__).parent) not in r.text
+    api_ok(data_service)
+
+
+def test_connection_flood_gets_503_then_service_recovers(data_service):
+    port = int(data_service.split(":")[2].split("/")[0])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+    extra = []
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            extra.append(sock)
+            sock.sendall(b"GET /api/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer and b"busy" in answer
+    finally:
+        for sock in idle + extra:
+            sock.close()
+    time.sleep(0.3)
+    api_ok(data_service)
+
+
+def test_data_service_token(data_service, monkeypatch):
+    monkeypatch.setenv("CSFORGE_SERVE_TOKEN", "data-t0ken-123")
+    assert requests.get(f"{data_service}/datasets/{SHOP}/demo/items/0", timeout=5).status_code == 401
+    r = requests.get(f"{data_service}/datasets/{SHOP}/demo/items/0", timeout=5,
+                     headers={"Authorization": "Bearer data-t0ken-123"})
+    assert r.status_code == 200
+    from core.remote import RemoteDataset  # the torch client sends the token from the same variable
+
+    assert RemoteDataset(data_service.removesuffix("/api/v1"), f"{SHOP}/demo")[0].id == "c1"
+    monkeypatch.delenv("CSFORGE_SERVE_TOKEN")
+    api_ok(data_service)
+
+
+def test_data_service_cli_refuses_zero_threads(capsys):
+    from core import api
+
+    with pytest.raises(SystemExit):
+        api.main(["--threads", "0"])
+    assert "at least 1" in capsys.readouterr().err
