@@ -8,6 +8,7 @@ the first message where a human must take over, -1 for none) and `context`.
     python -m core.dataset list                       # customers and their datasets
     python -m core.dataset check shop_zh/demo         # load, report bad records, print stats
     python -m core.dataset plot shop_zh/demo --html out.html --png out.png
+    python -m core.dataset new outfit_en --language en  # scaffold customers/outfit_en/ and data/outfit_en/
 """
 from __future__ import annotations
 
@@ -643,10 +644,14 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("dataset")
     plot.add_argument("--html", help="standalone HTML file to write")
     plot.add_argument("--png", help="PNG file to write")
+    new = sub.add_parser("new", help="scaffold a new client: customers/NAME/ and data/NAME/")
+    new.add_argument("name", help="folder name: lower-case letters, digits and _, e.g. outfit_en")
+    new.add_argument("--language", required=True, choices=("zh", "en"), help="main language of the conversations")
+    new.add_argument("--title", help="display name (default: from NAME)")
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.cmd](args)
-    except (UnknownName, FileNotFoundError, BadRecord) as exc:
+    except (UnknownName, FileNotFoundError, BadRecord, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -686,7 +691,16 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot}
+def _cmd_new(args) -> int:
+    from core.scaffold import new_client, relative
+
+    for path in new_client(args.name, args.language, args.title, customers_dir=CUSTOMERS_DIR, data_dir=DATA_DIR):
+        print(f"wrote {relative(path)}")
+    print(f"next: python -m core.dataset check {args.name}/example   (README: Adding a client)")
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot, "new": _cmd_new}
 
 if __name__ == "__main__":
     # Run the imported module's main: customer classes subclass core.dataset's class, not __main__'s.
