@@ -307,7 +307,7 @@ def _cmd_daily(args) -> int:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found")
     report = daily.run_daily(path, Path(args.changes) if args.changes else daily.CHANGES_FILE,
-                             Path(args.state) if args.state else daily.STATE_FILE,
+                             Path(args.state) if args.state else daily.STATE_FILE, daily.PROFILES_FILE,
                              url=args.url, require_fetch=args.require_fetch)
     print("\n".join(report.lines()))
     return 3 if report.aborted else 0

@@ -11,6 +11,7 @@ The pages show `show(entries)` wherever a model is picked; nothing here raises o
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Iterable
@@ -20,6 +21,8 @@ from core.prices.rows import CandidateRow, FinetuneRow, load_candidates, load_fi
 
 SOON_DAYS = 30  # warn this many days ahead: enough to evaluate and switch a client's agent
 STABLE_DAYS = 180  # a replacement that itself retires within half a year is suggested only when nothing else fits
+# previews, experiments and snapshots are not suggested from the raw map (the curated list has none)
+_UNSTABLE = re.compile(r"preview|exp|-\d{2}-\d{4}|-\d{4}-\d{2}-\d{2}|\d{4}$", re.I)
 INPUT_WEIGHT = 3  # blended price = (3 × input + output) / 4: a support agent reads far more than it writes
 
 
@@ -107,7 +110,8 @@ class Lifecycle:
         curated = [(r.litellm_model, r.model) for r in self.candidates
                    if self.cost_map.provider(r.litellm_model) == provider]
         mapped = [(k, k) for k, v in self.cost_map.models.items()
-                  if isinstance(v, dict) and v.get("litellm_provider") == provider and v.get("mode") == "chat"]
+                  if isinstance(v, dict) and v.get("litellm_provider") == provider and v.get("mode") == "chat"
+                  and not _UNSTABLE.search(k)]
         for group in (curated, mapped):
             pool = []
             for model, label in group:
@@ -120,10 +124,13 @@ class Lifecycle:
         return []
 
     def replacement(self, model: str, today: date | None = None) -> Replacement | None:
-        """A live model of the same provider with the closest blended price (None when there is none)."""
+        """A live model of the same provider with the closest blended price (None when there is none).
+        Variants of the retiring model itself (its dated or preview snapshots) are not suggested."""
         today = _today(today)
         own = self.prices(model)
-        pool = [r for r in self._pool(self.cost_map.provider(model), today) if r.model != model]
+        stem = (self.cost_map.key_for(model) or model).split(":")[-1] if model.startswith("ft:") else model
+        pool = [r for r in self._pool(self.cost_map.provider(model), today)
+                if r.model != model and not r.model.startswith(stem)]
         if not pool:
             return None
         target = blended(*own) if own else None
