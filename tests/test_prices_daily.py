@@ -284,3 +284,16 @@ def test_costs_page_refresh_offline_falls_back_and_says_so(monkeypatch, tmp_path
     assert not at.exception
     assert any("could not fetch" in w.value and "shipped with litellm" in w.value for w in at.warning)
     assert at.dataframe[1].value.shape[0] > 5, "the tables still render from the shipped map"
+
+
+def test_without_the_data_files_the_tables_come_from_the_saved_profiles(monkeypatch):
+    def missing(key):
+        raise FileNotFoundError(f"dataset {key}: file not found")  # what CI sees: no client data
+
+    monkeypatch.setattr(tokens, "open_dataset", missing)
+    saved = costs.stored_profiles()[("twitter_care/dev", "approx")]
+    body = readme.readme_section(pricing.Prices.load(), today=TODAY)
+    assert "Not available when generated" not in body
+    expected = pricing.session_cost(saved, 0.02, 0.06, fewshot=pricing.DEFAULT_FEWSHOT).usd
+    assert pricing.fmt_usd(expected) in _row(body, "nebius/meta-llama/Meta-Llama-3.1-8B-Instruct").split("|")[6]
+    assert not pricing.Prices.load().has_profile("nobody/none")

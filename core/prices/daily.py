@@ -50,7 +50,9 @@ class DailyReport:
         out = [f"cost map: {self.refresh}",
                f"README: price tables {'rewritten' if self.readme_changed else 'unchanged (already current)'}"]
         if self.changes:
-            out.append(f"changes since {self.since or 'the first run'}: {len(self.changes)}, logged in {CHANGES_FILE.name}")
+            out.append(f"changes since {self.since}: {len(self.changes)}" if self.since
+                       else f"first run, baseline: {len(self.changes)} lines")
+            out[-1] += f", logged at the top of {CHANGES_FILE.relative_to(CHANGES_FILE.parents[2])}"
             out += [f"  {c}" for c in self.changes]
         else:
             out.append(f"no changes since the last logged run ({self.since}); change log not touched")

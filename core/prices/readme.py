@@ -158,7 +158,7 @@ def readme_section(prices: Prices, datasets: Sequence[str] = README_DATASETS, to
     if retired:
         lines += ["", "Retired (out of the table):", *retired]
     if keys:
-        lines += ["", f"### Cheapest live options (3 each; none retired or retiring within {SOON_DAYS} days)", "",
+        lines += ["", f"### Cheapest live options (up to 3 each; none retired or retiring within {SOON_DAYS} days)", "",
                   *_cheapest_lines(prices, keys, today)]
     lines += ["", f"Inference prices: {prices.cost_map.source}"
               + (f", checked against {prices.checked_with}" if prices.checked_with and not prices.cost_map.fetched else "")
