@@ -49,7 +49,7 @@ class Replacement:
 
 
 @dataclass(frozen=True)
-class Warning:
+class RetirementWarning:
     """A registry entry whose model retires within SOON_DAYS or has retired."""
 
     name: str
@@ -144,7 +144,7 @@ class Lifecycle:
         return min(pool, key=distance)
 
     def warning(self, name: str, access_point: str, today: date | None = None,
-                days: int = SOON_DAYS) -> Warning | None:
+                days: int = SOON_DAYS) -> RetirementWarning | None:
         """A warning when the access point retires within `days` or has retired, else None."""
         if access_point.startswith(("local/", "http://", "https://")):
             return None
@@ -152,10 +152,11 @@ class Lifecycle:
         when = self.retires(access_point)
         if when is None or (when - today).days > days:
             return None
-        return Warning(name, access_point, when, (when - today).days, self.prices(access_point),
+        return RetirementWarning(name, access_point, when, (when - today).days, self.prices(access_point),
                        self.replacement(access_point, today))
 
-    def warnings(self, entries: Iterable[Any], today: date | None = None, days: int = SOON_DAYS) -> list[Warning]:
+    def warnings(self, entries: Iterable[Any], today: date | None = None,
+                 days: int = SOON_DAYS) -> list[RetirementWarning]:
         """Warnings for registry entries (Entry objects or dicts); entries marked status 'retired' are skipped."""
         out = []
         for e in entries:

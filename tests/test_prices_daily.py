@@ -17,8 +17,9 @@ from core.prices import costmap, costs, daily, readme, tokens
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = date(2026, 11, 29)
 README = "# CSForge\n\n## Costs\n<!-- pricing:start -->\nold\n<!-- pricing:end -->\n\n## After\nkept\n"
-RECORDS = [{"id": "a", "messages": [{"role": "user", "content": "订单什么时候发货？ Where is my order?"},
-                                    {"role": "assistant", "content": "您好，48小时内发货。 It ships in two days."}]}]
+RECORDS = [{"id": "a", "messages": [
+    {"role": "user", "content": "订单什么时候发货？ Where is my order?"},
+    {"role": "assistant", "content": "您好，48小时内发货。 It ships in two days."}]}]
 
 
 class CostMapServer:

@@ -64,9 +64,9 @@ def cheapest(prices: Prices, key: str, n: int = 3, fewshot: int = DEFAULT_FEWSHO
                      f"once; per session {x['cost'].explain()}")
     best = r.per_token[0]["cost"].usd if r.per_token else None
     for x in r.dedicated[: n - len(tuned)]:
-        line = (f"{x['provider']} {x['model']} ({x['method']}){_when(x)}: training {x['training_tokens']:,.0f} tokens × "
-                f"{epochs} epochs × ${fmt_price(x['train_per_1m'])}/1M = {fmt_usd(x['training_cost'])} once; "
-                f"serving: {x['serving']}")
+        line = (f"{x['provider']} {x['model']} ({x['method']}){_when(x)}: training "
+                f"{x['training_tokens']:,.0f} tokens × {epochs} epochs × ${fmt_price(x['train_per_1m'])}/1M = "
+                f"{fmt_usd(x['training_cost'])} once; serving: {x['serving']}")
         if x["dedicated_usd_per_hour"] and best:
             line += (f" → beats the cheapest per-token fine-tune only above "
                      f"${x['dedicated_usd_per_hour']:.2f}/h ÷ {fmt_usd(best)} = "

@@ -120,7 +120,8 @@ def _read_stored(data_file: Path, stamp: tuple) -> CostMap:
 
 def shipped_map() -> CostMap:
     """The map shipped with the installed litellm."""
-    return CostMap(_shipped_models(), f"LiteLLM cost map shipped with litellm {_litellm_version()} (offline copy)", None)
+    source = f"LiteLLM cost map shipped with litellm {_litellm_version()} (offline copy)"
+    return CostMap(_shipped_models(), source, None)
 
 
 def load_cost_map() -> CostMap:

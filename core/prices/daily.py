@@ -93,9 +93,8 @@ def _date_changes(label: str, old: dict | None, new: dict, since: date | None, t
                    else f"deprecation date moved: {label} {was} → {now}")
     if now:
         when = date.fromisoformat(now)
-        if since is None or since < when <= today:
-            if when <= today:
-                out.append(f"retired {'since the last run' if since else 'already'}: {label} on {now}")
+        if when <= today and (since is None or when > since):
+            out.append(f"retired {'since the last run' if since else 'already'}: {label} on {now}")
         if 0 < (when - today).days <= SOON_DAYS and (since is None or (when - since).days > SOON_DAYS):
             out.append(f"retires within {SOON_DAYS} days: {label} on {now}")
     return out
