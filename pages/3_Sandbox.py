@@ -11,7 +11,7 @@ import json
 
 import streamlit as st
 
-from core import llm, registry, sandbox
+from core import llm, registry, retirement, sandbox
 
 st.set_page_config(page_title="Sandbox · CSForge", page_icon="🧪", layout="wide")
 st.title("Sandbox")
@@ -169,6 +169,7 @@ def stats() -> None:
                       for r in rows], hide_index=True, width="stretch")
 
 
+retirement.show(registry.load().entries.values())  # retiring models: date + replacement
 session = pick_session()
 if session is None:
     new_session_form()
