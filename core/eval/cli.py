@@ -93,6 +93,13 @@ def cmd_run(args) -> int:
         if not args.model:
             print("--model is required (or --resume RUN_ID)", file=sys.stderr)
             return 2
+        from core import preflight
+
+        try:
+            preflight.require(preflight.eval_run(args.model, args.customer, args.suite))
+        except preflight.PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         settings = RunSettings(model=args.model, customer=args.customer, suite_path=args.suite,
                                concurrency=args.concurrency or 8, timeout_s=args.timeout, cache=not args.no_cache,
                                max_tokens=args.max_tokens,
