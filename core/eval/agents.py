@@ -100,10 +100,13 @@ class OracleAgent:
         writes = [a for a in self.queue if self.env.tools.get(a.name) and self.env.tools[a.name].kind == "write"]
         steps = "; ".join(f"{n}. {a.name} with {json.dumps(a.arguments, ensure_ascii=False)}"
                           for n, a in enumerate(writes, 1))
+        if self.env.attr("LANGUAGE") == "zh":
+            return f"我将为您办理：{steps}。请确认是否继续（是/否）？"
         return f"Here is what I will do: {steps}. Do you confirm (yes/no)?"
 
     def _closing(self) -> str:
-        parts = ["Your request has been handled."] + [str(x) for x in self.task.communicate]
+        done = "已为您处理完毕。" if self.env.attr("LANGUAGE") == "zh" else "Your request has been handled."
+        parts = [done] + [str(x) for x in self.task.communicate]
         if self.handed_off and self.env.attr("HANDOFF_MESSAGE"):
             parts.append(self.env.attr("HANDOFF_MESSAGE"))
         return " ".join(parts)

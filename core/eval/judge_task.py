@@ -10,7 +10,8 @@ Scorecard and `python -m core.eval show` read task runs the same way. Kinds:
                ignored, as τ²-bench matches);
   protocol     authentication before any call on a customer's data, one customer per
                conversation, and before every write: an agent message stating the call's
-               details, then the customer's explicit yes;
+               details, then the customer's explicit yes; for clients with REFUSED_WRITE_FAILS,
+               a write the policy refused (an attempt beyond policy) fails too;
   undesired    the behaviours checked on every agent turn of a suite;
   assertion    statements for a judge model; without one they are recorded as not judged.
 """
@@ -89,6 +90,9 @@ def protocol_violations(env: Any, session: Any, messages: list[dict]) -> list[tu
                 why = unconfirmed(rec, messages)
                 if why:
                     out.append(("confirm writes", why))
+    if env.attr("REFUSED_WRITE_FAILS"):
+        out += [("within policy", f"{rec['name']} was refused: {rec['result']}") for rec in session.calls
+                if rec["kind"] == "write" and rec["error"]]
     return list(dict.fromkeys(out))
 
 

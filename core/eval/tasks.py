@@ -185,7 +185,7 @@ class Trial:
         self.task, self.env, self.agent, self.sim, self.settings, self.trial = task, env, agent, simulator, settings, trial
         self.session = env.session(task.initial_state)
         self.messages: list[dict] = [{"role": "system", "content": policy},
-                                     {"role": "assistant", "content": task.greeting or GREETING}]
+                                     {"role": "assistant", "content": task.greeting or env.attr("GREETING", GREETING)}]
         self.turns: list[dict] = []
         self.glitches: list[dict] = []
         self.ended = "max_turns"
