@@ -58,8 +58,9 @@ def planted_plan(kind: str, task: Task, env: tl.Environment) -> tuple[list[Actio
     plant = (env.attr("PLANTS") or {}).get(kind)
     if plant is None:
         raise KeyError(f"unknown planted failure '{kind}'; known: {', '.join(BUILTIN_BAD + tuple(env.attr('PLANTS') or {}))}")
-    state = env.new_state(task.initial_state)
-    for i in writes:
+    state, replay = env.new_state(task.initial_state), env.session(task.initial_state)
+    succeeded = {i for i, a in enumerate(plan) if not replay.call(a.name, a.arguments)["error"]}
+    for i in (w for w in writes if w in succeeded):  # planting on a gold write that fails proves nothing
         changed = plant(state, plan[i].name, plan[i].arguments)
         if changed is not None:
             return plan[:i] + [Action(plan[i].name, changed)] + plan[i + 1:], True
