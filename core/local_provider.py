@@ -252,9 +252,14 @@ def _prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
 def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
             timeout: float | None, seed: int | None, should_stop: Callable[[], bool] | None,
             ids: list[int]) -> Iterator[int]:
-    """Generated token ids, under the model's lock (released when the caller stops iterating)."""
-    deadline = time.monotonic() + float(timeout) if timeout else None
+    """Generated token ids, under the model's lock (released when the caller stops iterating).
+
+    One generation at a time per model: on a CPU, two at once only fight for the cores.
+    The timeout counts from when this call gets the model, so waiting callers (eval
+    workers, sandbox users) queue instead of timing out on each other's work.
+    """
     with loaded.lock:
+        deadline = time.monotonic() + float(timeout) if timeout else None
         yield from local_decode.decode(
             loaded.model, ids, max_tokens=max_tokens, eos_ids=loaded.eos_ids, temperature=temperature,
             seed=seed, deadline=deadline, should_stop=should_stop, prefix_cache=loaded.prefix,
