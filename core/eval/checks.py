@@ -309,6 +309,8 @@ def rude() -> Check:
 def grounding() -> Check:
     """Every identifier, number, date, amount, phone, URL and e-mail traceable to context, policy or conversation."""
     def check(ctx: Ctx) -> Result:
+        if not (ctx.env.policies or ctx.env.knowledge):  # e.g. task scenarios: nothing to ground against
+            return Result(None, 0.0, "skipped: no policy given to ground the reply against")
         bad = facts.ungrounded(ctx.reply, facts.known_for(ctx))
         return Result(not bad, float(not bad), f"not in the context, policy or conversation: {bad[:5]}" if bad
                       else "every identifier and number is grounded")
