@@ -25,9 +25,6 @@ DEFAULT_HANDOFF_PHRASES = ["转人工", "人工客服", "转接人工", "人工�
                            "live agent", "member of our team", "transfer you", "transferring you",
                            "connect you with", "connecting you with", "pass this to", "passing this to",
                            "escalate this", "escalating this", "a colleague"]  # not "real person": customers say it
-# characters of the system prompt repeated verbatim that count as a leak: 24, because 20 already
-# matches everyday phrases ("customer-service agent" is 20 letters once spaces and hyphens go)
-SECRET_SHINGLE = 24
 ECHO_MIN = 12  # a customer message this long (letters/characters) repeated verbatim is an echo
 
 

@@ -12,7 +12,6 @@ tied to one client.
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from typing import Any, Iterable
@@ -245,6 +244,3 @@ def _asks_for_known(reply_norm: str, given: str) -> list[str]:
                 out.append(f"asks for the {what} it already has")
     return out
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
