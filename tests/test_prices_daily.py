@@ -316,3 +316,14 @@ def test_fine_tunes_whose_new_jobs_stop_within_30_days_are_not_a_cheapest_pick(t
     assert ("new fine-tuning jobs end within 30 days: openai gpt-4o-mini-2024-07-18 (supervised) on 2027-01-06"
             in report.changes)
     assert "retires 2027-01-14, new jobs end 2027-01-06 (≤ 30 days: not a cheapest pick)" in _section(files["readme"])
+
+
+def test_price_modules_do_not_import_core_pricing_back():
+    import subprocess
+    import sys
+
+    code = ("import sys, core.prices.daily, core.prices.readme, core.retirement; "
+            "print(sorted(m for m in sys.modules if m in ('core.pricing', 'core.registry', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", "readme/daily/retirement must not pull in core.pricing, the registry or torch"
