@@ -174,8 +174,20 @@ def spawn(job: Job, args: list[str], env: dict | None = None) -> int:
     return proc.pid
 
 
+def stop_flag(job_id: str | None) -> bool:
+    """True once a cancel was asked for: the row's status is 'cancelling' (checked between steps)."""
+    if not job_id:
+        return False
+    try:
+        row = db().execute("select status from jobs where id = ?", [job_id]).fetchone()
+    except Exception:  # a job run outside the console database
+        return False
+    return bool(row) and row[0] == "cancelling"
+
+
 def cancel(job_id: str) -> Job:
-    """Ask a running job to stop (SIGTERM; it saves a checkpoint and exits); finished jobs are left."""
+    """Ask a running job to stop: status 'cancelling' (a flag the job checks between steps and stages)
+    plus SIGTERM; it saves a checkpoint and exits. Finished jobs are left as they are."""
     job = get(job_id)
     if not job.active:
         return job

@@ -495,6 +495,10 @@ def _cli_validate() -> int:
     for loop in cycles(reg):
         print(f"{reg.path.name}: entries built on each other in a loop: {' -> '.join(loop)}")
         reg.errors.append(loop[0])
+    from core.retirement import registry_warnings  # retiring models: a warning, not a problem
+
+    for line in registry_warnings(reg.entries.values()):
+        print(f"warning: {line}")
     print(f"{len(reg.entries)} entries, {len(reg.errors)} problems")
     return 1 if reg.errors else 0
 

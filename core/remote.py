@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from torch.utils.data import Dataset
 from urllib3.util.retry import Retry
 
-from core.dataset import RecordError, Sample
+from core.records import RecordError, Sample
 from core.redact import redact
 
 API = "/api/v1"

@@ -19,6 +19,7 @@ role "context" so it travels with the session and its export.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
@@ -84,14 +85,19 @@ class Session:
 
     @property
     def label(self) -> str:
-        """One line for a picker: title · models · customer · rating."""
+        """One line for a picker: title · models · customer · rating · short id (labels never collide)."""
         stars = f" · {'★' * self.rating}" if self.rating else ""
         who = f" · {self.customer}" if self.customer else ""
-        return f"{self.title} · {' vs '.join(self.models)}{who}{stars}"
+        return f"{self.title} · {' vs '.join(self.models)}{who}{stars} · #{self.id[:6]}"
 
 
 def _id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def default_title(tester: str, t: float) -> str:
+    """A session's name when none is given: who and when (UTC), e.g. 'ana · 2026-11-29 11:40'."""
+    return f"{tester.strip() or 'anonymous'} · {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t))}"
 
 
 # ---------------------------------------------------------------- sessions
@@ -104,7 +110,7 @@ def create_session(models: list[str], customer: str | None = None, tester: str =
         raise SandboxError("pick one model, or two different models to compare")
     t = now()
     row = {"id": _id(), "models": dumps(models), "customer": customer or None,
-           "title": title or "untitled", "rating": None, "tester": tester or "", "created_at": t,
+           "title": title.strip() or default_title(tester, t), "rating": None, "tester": tester or "", "created_at": t,
            "updated_at": t}
     database = db()
     with transaction(database):
@@ -184,12 +190,21 @@ def add_message(session_id: str, role: str, content: str, model: str | None = No
 
 
 def add_user_message(session_id: str, text: str) -> Message:
+    """Store a tester's message; a blank one is refused (it would only waste a model call)."""
+    if not (text or "").strip():
+        raise SandboxError("the message is empty: type something to send")
+    return add_message(session_id, "user", text.strip())
+
+
+def pending(session_id: str) -> dict[str, Message]:
+    """model -> the last user message it has not answered (e.g. the page switched mid-call)."""
     session = get_session(session_id)
-    if session.title == "untitled":  # the first question names the session in the picker
-        database = db()
-        with transaction(database):
-            database["sandbox_sessions"].update(session_id, {"title": redact(text.strip())[:60] or "untitled"})
-    return add_message(session_id, "user", text)
+    msgs = messages(session_id)
+    last_user = next((m for m in reversed(msgs) if m.role == "user"), None)
+    if last_user is None:
+        return {}
+    answered = {m.model for m in msgs if m.role == "assistant" and m.seq > last_user.seq}
+    return {model: last_user for model in session.models if model not in answered}
 
 
 def add_reply(session_id: str, model: str, completion: Any) -> Message:
@@ -220,17 +235,11 @@ def history(session_id: str, model: str) -> list[dict]:
 
 
 def ask(session_id: str, text: str, **call: Any) -> list[Message]:
-    """Store the user's message, call every model of the session, store and return the replies."""
-    from core import llm
+    """Store the user's message, call every model of the session at once, store and return the replies."""
+    from core.sandbox_replies import reply
 
-    session = get_session(session_id)
     add_user_message(session_id, text)
-    replies = []
-    for model in session.models:
-        completion = llm.chat(model, history(session_id, model), context=session.context,
-                              customer=session.customer, **call)
-        replies.append(add_reply(session_id, model, completion))
-    return replies
+    return reply(session_id, **call)
 
 
 # ---------------------------------------------------------------- flags
