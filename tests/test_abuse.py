@@ -356,7 +356,7 @@ BAD_FILES = [
     ("duplicate key", b"models:\n  - name: a\n    type: base\n    name: b\n", "key 'name' appears twice"),
     ("alias bomb", b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
      + b"".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode()
-                for p, c in zip("abcdefgh", "bcdefghi")) + b"models: *i\n", "alias bomb"),
+                for p, c in zip("abcdefgh", "bcdefghi")) + b"models: [{name: a, type: base, base_model: x, access_point: local/a, training: {t: *i}}]\n", "alias bomb"),
 ]
 
 
