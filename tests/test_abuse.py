@@ -202,10 +202,13 @@ def test_bearer_token_when_set(served, monkeypatch):
     assert_serves_normally(served.url)
 
 
-def test_cli_refuses_zero_threads(capsys):
+@pytest.mark.parametrize("args,words", [(["--threads", "0"], "at least 1"), (["--queue", "\uff12"], "at least 1"),
+                                        (["--timeout", "nan"], "positive number of seconds")])
+def test_cli_refuses_bad_settings(capsys, args, words):
+    start = time.monotonic()
     with pytest.raises(SystemExit):
-        serve.main(["tiny", "--threads", "0"])
-    assert "at least 1" in capsys.readouterr().err
+        serve.main(["tiny", *args])
+    assert words in capsys.readouterr().err and time.monotonic() - start < 5
 
 
 # ---------------------------------------------------------------- core.api, the data service
