@@ -479,7 +479,8 @@ class Customer:
         specs = {}
         folder = DATA_DIR / self.name
         for file in sorted(folder.glob("*.json*")) if folder.is_dir() else []:
-            if file.suffix in (".json", ".jsonl"):
+            # a symlink that leads out of data/<client>/ is not served (it could name any file)
+            if file.suffix in (".json", ".jsonl") and file.resolve().is_relative_to(folder.resolve()):
                 specs[file.stem] = DatasetSpec(self.name, file.stem, file, {})
         for name, spec in self.dataset_class.datasets.items():
             if _declaration_error(spec) is None:  # a broken declaration is listed by customer_errors()
