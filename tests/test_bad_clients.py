@@ -146,3 +146,13 @@ def test_core_dataset_and_core_remote_do_not_import_each_other():
     for module, other in (("dataset", "core.remote"), ("remote", "core.dataset")):
         source = (ROOT / "core" / f"{module}.py").read_text()
         assert f"from {other} import" not in source and f"import {other}" not in source
+
+
+def test_data_page_shows_the_bad_records_of_a_client_whose_every_file_is_bad(clients):
+    at = AppTest.from_file(str(ROOT / "pages/1_Data.py"), default_timeout=60).run()
+    at.sidebar.selectbox[0].set_value("allbad").run()
+    at.sidebar.selectbox[1].set_value("logs").run()
+    assert not at.exception
+    assert at.metric[0].value == "0 / 0"
+    reasons = at.dataframe[0].value["reason"].tolist()
+    assert "invalid JSON: nested too deeply to read" in reasons[0] and "lone surrogate" in reasons[2]
