@@ -372,7 +372,8 @@ def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, ru
         sim = simulator_factory(task, trial)
         return Trial(task, env, agent, sim, settings, trial, policy).play()
 
-    jobs = [(t, k) for k in range(settings.trials) for t in tasks]
+    # longest first (gold length as the estimate): the pool's last wave is then short trials
+    jobs = sorted([(t, k) for k in range(settings.trials) for t in tasks], key=lambda tk_: -len(tk_[0].gold))
     rows, done = [], 0
     pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="task")
     try:
