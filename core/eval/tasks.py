@@ -343,6 +343,7 @@ def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Ca
         rows = _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress)
     summary = summarize(rows, settings.trials) if rows else {"scenarios": 0, "pass_rate": None, "pass_hat": {}}
     summary.update(run_id=run_id, model=settings.model, customer=settings.customer, kind="tasks",
+                   suite_hash=tasks_hash(tasks),
                    split=settings.split, tool_calling=capable, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if store:
         from core.eval import store as es
@@ -352,15 +353,18 @@ def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Ca
     return {"run_id": run_id, "summary": summary, "results": rows}
 
 
-def _start(run_id: str, settings: TaskSettings, tasks: list[Task]):
-    from core import store
-    from core.eval import store as es
-
-    digest = store.dumps([asdict(t) for t in tasks])
+def tasks_hash(tasks: list[Task]) -> str:
     import hashlib
 
-    es.create_run(run_id, {**asdict(settings), "kind": "tasks"},
-                  hashlib.sha256(digest.encode()).hexdigest()[:12], settings.customer)
+    from core import store
+
+    return hashlib.sha256(store.dumps([asdict(t) for t in tasks]).encode()).hexdigest()[:12]
+
+
+def _start(run_id: str, settings: TaskSettings, tasks: list[Task]):
+    from core.eval import store as es
+
+    es.create_run(run_id, {**asdict(settings), "kind": "tasks"}, tasks_hash(tasks), settings.customer)
     return es.writer()
 
 
