@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from core.local_provider import EMBEDDED_MODEL, embedded_available  # noqa: F401  (re-exported)
 from core.paths import CUSTOMERS_DIR
@@ -175,26 +175,33 @@ def policy_text(customer: str | None) -> str:
     """customers/<customer>/prompt.md, or "" when there is none."""
     if not customer:
         return ""
-    path = CUSTOMERS_DIR / customer / "prompt.md"
+    path = (CUSTOMERS_DIR / customer / "prompt.md").resolve()
+    if path.parent.parent != CUSTOMERS_DIR.resolve():  # "../x" or an absolute path: never read outside
+        raise CallError(f"customer must be a customer folder name, got {customer[:80]!r}")
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+
+
+HISTORY_POINTER = "(the conversation so far follows as messages)"
+QUESTION_POINTER = "(the customer's last message, below)"
 
 
 def render_prompt(template: str, messages: list[dict], context: dict | None,
                   customer: str | None) -> list[dict]:
-    """[system: the filled template (+ caller's system notes), user: the last question]."""
+    """[system: the template with policy and context (+ caller's system notes), then the turns].
+
+    The conversation stays real messages and the system message only changes when the
+    policy or the context does, so every turn of a chat starts with the same tokens and a
+    local model reuses their KV cache ({history} and {question} point at the messages).
+    """
     system_notes = [m["content"] for m in messages if m.get("role") == "system" and m.get("content")]
-    turns = [m for m in messages if m.get("role") in ("user", "assistant")]
-    last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
-    question = turns[last_user]["content"] if last_user is not None else ""
-    earlier = turns[:last_user] if last_user is not None else turns
-    history = "\n".join(f"{'Customer' if m['role'] == 'user' else 'Agent'}: {m.get('content') or ''}"
-                        for m in earlier) or "(start of conversation)"
-    values = {"{context}": format_context(context), "{history}": history,
-              "{question}": question, "{policy}": policy_text(customer)}
+    turns = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+             if m.get("role") in ("user", "assistant")]
+    values = {"{context}": format_context(context), "{history}": HISTORY_POINTER,
+              "{question}": QUESTION_POINTER, "{policy}": policy_text(customer)}
     # str.replace, not str.format: templates may contain JSON braces.
     system = re.sub("|".join(re.escape(k) for k in values), lambda m: values[m.group(0)], template)
     system = "\n\n".join([system.strip(), *system_notes])
-    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return [{"role": "system", "content": system}, *turns]
 
 
 # ---------------------------------------------------------------- errors
@@ -225,7 +232,7 @@ def explain(exc: BaseException, target: Target, timeout: float) -> str:
     where = target.api_base or target.litellm_model
     msg = _one_line(getattr(exc, "message", None) or str(exc))
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, CallError):
+    if isinstance(exc, CallError) or name == "LocalModelError":
         return msg
     if "Timeout" in name or "timed out" in msg.lower():
         return f"timed out after {timeout:g}s waiting for {where}"
@@ -306,13 +313,21 @@ def _prepare(model: str, messages: list[dict], context: dict | None, customer: s
 
 def chat(model: str, messages: list[dict], *, context: dict | None = None, customer: str | None = None,
          temperature: float = 0.0, max_tokens: int = 256, timeout: float = 60, seed: int | None = 0,
-         retries: int = 2) -> Completion:
-    """Call a model once; never raises for a model/provider/network failure."""
-    litellm = _litellm()  # imported before the clock starts: its import is not the model's latency
+         retries: int = 2, should_stop: Callable[[], bool] | None = None) -> Completion:
+    """Call a model once; never raises for a model/provider/network failure.
+
+    A local model is called in-process without LiteLLM (no 6 s import for the embedded
+    default); `should_stop()` lets a caller end a local generation early (a client gone).
+    """
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         return failed
+    if target.is_local:
+        return _local_chat(model, target, start, temperature=temperature, max_tokens=max_tokens,
+                           timeout=timeout, seed=seed, should_stop=should_stop)
+    litellm = _litellm()
+    start = time.perf_counter()  # litellm's first import is not the model's latency
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
         if attempt:
@@ -337,14 +352,20 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
 
 def stream_chat(model: str, messages: list[dict], *, context: dict | None = None,
                 customer: str | None = None, temperature: float = 0.0, max_tokens: int = 256,
-                timeout: float = 60, seed: int | None = 0, retries: int = 2) -> Iterator[str | Completion]:
+                timeout: float = 60, seed: int | None = 0, retries: int = 2,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[str | Completion]:
     """Yield text pieces as they arrive; the last item is the Completion (full text, usage)."""
-    litellm = _litellm()
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         yield failed
         return
+    if target.is_local:
+        yield from _local_stream(model, target, start, temperature=temperature, max_tokens=max_tokens,
+                                 timeout=timeout, seed=seed, should_stop=should_stop)
+        return
+    litellm = _litellm()
+    start = time.perf_counter()
     pieces: list[str] = []
     usage: Any = None
     error = f"timed out after {timeout:g}s"
@@ -373,6 +394,40 @@ def stream_chat(model: str, messages: list[dict], *, context: dict | None = None
     cost = 0.0 if error or target.is_local or target.api_base else _stream_cost(litellm, target, n_in, n_out)
     yield Completion(text if error is None else "", model, n_in, n_out, time.perf_counter() - start,
                      cost, error)
+
+
+# ---------------------------------------------------------------- local models, in-process
+
+def _local_chat(model: str, target: Target, start: float, **options: Any) -> Completion:
+    from core import local_provider as lp
+
+    try:
+        loaded = lp.load(target.litellm_model.removeprefix("local/"))
+        text, n_in, n_out = lp.generate(loaded, target.messages, **options)
+    except Exception as exc:  # a missing folder, a broken adapter: a recorded failure
+        return Completion("", model, latency_s=time.perf_counter() - start,
+                          error=explain(exc, target, options["timeout"]))
+    return Completion(text, model, n_in, n_out, time.perf_counter() - start)
+
+
+def _local_stream(model: str, target: Target, start: float, **options: Any) -> Iterator[str | Completion]:
+    from core import local_provider as lp
+
+    pieces: list[str] = []
+    n_in = n_out = 0
+    try:
+        loaded = lp.load(target.litellm_model.removeprefix("local/"))
+        for item in lp.stream(loaded, target.messages, **options):
+            if isinstance(item, str):
+                pieces.append(item)
+                yield item
+            else:
+                n_in, n_out = item
+    except Exception as exc:
+        yield Completion("", model, latency_s=time.perf_counter() - start,
+                         error=explain(exc, target, options["timeout"]))
+        return
+    yield Completion("".join(pieces).strip(), model, n_in, n_out, time.perf_counter() - start)
 
 
 def _count_tokens(litellm: Any, target: Target, text: str) -> tuple[int, int]:

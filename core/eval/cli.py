@@ -10,6 +10,7 @@
     python -m core.eval agreement --customer shop_zh         # human flags vs automatic checks
     python -m core.eval run --customer tau_retail --model MODEL --simulator MODEL --trials 4 --split test
                                                              # task scenarios with tools (core/eval/tasks.py)
+    python -m core.eval calibrate --customer shop_zh [--judge MODEL] [--split dev|heldout|all]
 
 `--model` is a registry name, a LiteLLM model string or an OpenAI-compatible URL.
 
@@ -97,6 +98,13 @@ def cmd_run(args) -> int:
     else:
         if not args.model:
             print("--model is required (or --resume RUN_ID)", file=sys.stderr)
+            return 2
+        from core import preflight
+
+        try:
+            preflight.require(preflight.eval_run(args.model, args.customer, args.suite))
+        except preflight.PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         settings = RunSettings(model=args.model, customer=args.customer, suite_path=args.suite,
                                concurrency=args.concurrency or 8, timeout_s=args.timeout, cache=not args.no_cache,
@@ -202,6 +210,18 @@ def cmd_agreement(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from core.eval import calibrate
+
+    splits = ["dev", "heldout"] if args.split == "both" else [args.split]
+    reports = [calibrate.evaluate(args.customer, split, judge=args.judge) for split in splits]
+    if args.json:
+        print(json.dumps(reports, ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(calibrate.table(r) for r in reports))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.eval", description="CS eval: suites, runs, scorecards.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -252,5 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("agreement", help="human flags vs automatic checks")
     a.add_argument("--customer")
     a.set_defaults(func=cmd_agreement)
+    c = sub.add_parser("calibrate", help="play the labelled calibration replies through the checks")
+    c.add_argument("--customer", required=True)
+    c.add_argument("--judge", help="also ask this judge model on every reply; reports its agreement")
+    c.add_argument("--split", choices=["dev", "heldout", "all", "both"], default="both",
+                   help="which half of the set (default both, reported apart)")
+    c.add_argument("--json", action="store_true", help="the full report, missed and falsely failed ids included")
+    c.set_defaults(func=cmd_calibrate)
     args = ap.parse_args(argv)
     return args.func(args)
