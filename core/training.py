@@ -198,10 +198,9 @@ def _example(sample: Any, mode: str, handoff: str, flagged: set[str], bad_turn: 
             return None, ("no agent turn before the human took over" if idx >= 0 else "no agent turn")
         return None, "every agent turn flagged or bad"
     context = sample.context or {}
-    if tool_turns:
-        context = {k: v for k, v in context.items() if k != "tools"}  # already in the turns
-    if include_context and context:
-        note = {"role": "system", "content": CONTEXT_NOTE + format_context(context)}
+    shown = {k: v for k, v in context.items() if k != "tools"} if tool_turns else context  # tools: in the turns
+    if include_context and shown:
+        note = {"role": "system", "content": CONTEXT_NOTE + format_context(shown)}
         if messages[0]["role"] == "system":
             messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{note['content']}"}
         else:
