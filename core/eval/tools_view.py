@@ -182,7 +182,8 @@ def render_tool_sandbox(models: list[str]) -> None:
         return
     task_id = c3.selectbox("Start from task", task_ids, key="tsb_task")
     key = (customer, model, task_id)
-    if st.session_state.get("tsb_key") != key or st.button("Reset state", key="tsb_reset"):
+    reset = st.button("Reset state", key="tsb_reset")
+    if st.session_state.get("tsb_key") != key or reset:
         try:
             st.session_state["tsb_trial"] = sandbox_trial(customer, model, None if task_id == "(free play)" else task_id)
         except Exception as exc:
@@ -193,8 +194,10 @@ def render_tool_sandbox(models: list[str]) -> None:
     if task_id != "(free play)":
         with st.expander("What this customer wants (task instructions)"):
             st.text(trial.task.instructions)
-    said = st.chat_input("Write as the customer", key="tsb_input")
-    if said:
+    with st.form("tsb_form", clear_on_submit=True):  # not st.chat_input: the page has its own chat box
+        said = st.text_input("Write as the customer", key="tsb_input")
+        sent = st.form_submit_button("Send")
+    if sent and said.strip():
         trial.messages.append({"role": "user", "content": said})
         trial._agent_turn(said)
     _render_messages(trial.messages)
