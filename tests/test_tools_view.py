@@ -61,3 +61,10 @@ def test_sandbox_plays_the_customer_and_shows_tool_calls_and_state():
     assert "orders/202411080003/status" in set(diff["path"])
     at.button(key="tsb_reset").click().run()
     assert at.dataframe[0].value.empty  # a fresh copy of the state
+
+
+def test_task_runs_stay_out_of_the_suite_comparison():
+    from core.eval import report
+
+    _store_runs()
+    assert "@oracle" not in report.latest_runs("shop_zh") and report.trend("@oracle", "shop_zh") == []
