@@ -257,3 +257,23 @@ def test_cli_runs_tasks_and_stores_pass_hat(capsys):
     run = es.runs(customer="shop_zh")[0]
     assert run["summary"]["pass_hat"] == {"1": 1.0, "2": 1.0} and len(es.results(run["id"])) == 10
     assert cli.main(["run", "--customer", "shop_zh", "--model", "@bad:nope", "--trials", "1"]) == 2
+
+
+def test_a_model_plays_the_customer_until_its_end_token():
+    seen: list = []
+
+    def customer(messages, tools):
+        seen.append(messages)
+        if len(messages) <= 2:  # system prompt + the agent's greeting
+            return {"text": "订单 202411050001 的 T 恤我想七天无理由退款。"}
+        return {"text": tk.END_TOKEN}
+
+    with serve_tools(customer) as url:
+        out = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="shop_zh", simulator=url,
+                                           tasks=["zh-return-in-window"]), store=False)
+    row = out["results"][0]
+    assert row["passed"] and row["transcript"]["ended"] == "customer_stop"
+    assert row["transcript"]["turns"][0]["user"] == "订单 202411050001 的 T 恤我想七天无理由退款。"
+    system = seen[0][0]["content"]
+    assert "你三天前签收了订单 202411050001" in system and tk.END_TOKEN in system  # the task's instructions
+    assert seen[1][-1] == {"role": "user", "content": row["transcript"]["turns"][0]["reply"]}  # roles swapped
