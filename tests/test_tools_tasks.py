@@ -277,3 +277,23 @@ def test_a_model_plays_the_customer_until_its_end_token():
     system = seen[0][0]["content"]
     assert "你三天前签收了订单 202411050001" in system and tk.END_TOKEN in system  # the task's instructions
     assert seen[1][-1] == {"role": "user", "content": row["transcript"]["turns"][0]["reply"]}  # roles swapped
+
+
+def test_assertions_are_judged_by_the_judge_model_or_left_not_judged():
+    needs_tau()
+    task = next(t for t in tk.load_tasks("tau_retail") if t.assertions)
+    verdicts = []
+
+    def judge(messages, tools):
+        verdicts.append(messages[-1]["content"])
+        return {"text": '{"met": false, "reason": "the agent never said it"}'}
+
+    with serve_tools(judge) as url:
+        out = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="tau_retail", tasks=[task.id], judge=url),
+                           store=False)
+    checks = [c for c in out["results"][0]["checks"] if c["kind"] == "assertion"]
+    assert len(checks) == len(task.assertions) == len(verdicts) and all(c["passed"] is False for c in checks)
+    assert task.assertions[0] in verdicts[0] and "<conversation>" in verdicts[0]
+    plain = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="tau_retail", tasks=[task.id]), store=False)
+    assert plain["results"][0]["passed"] and all(
+        c["passed"] is None for c in plain["results"][0]["checks"] if c["kind"] == "assertion")
