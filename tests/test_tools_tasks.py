@@ -297,3 +297,18 @@ def test_assertions_are_judged_by_the_judge_model_or_left_not_judged():
     plain = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="tau_retail", tasks=[task.id]), store=False)
     assert plain["results"][0]["passed"] and all(
         c["passed"] is None for c in plain["results"][0]["checks"] if c["kind"] == "assertion")
+
+
+def test_tau_retail_without_its_data_skips_cleanly(tmp_path, monkeypatch, capsys):
+    from core.eval import cli
+    from customers.tau_retail import tools as tau_tools
+
+    monkeypatch.setenv("CSFORGE_SHARED_DATA", str(tmp_path))
+    tl.load_environment.cache_clear()
+    tau_tools.load_state.cache_clear()
+    try:
+        assert cli.main(["run", "--customer", "tau_retail", "--model", "@oracle"]) == 2
+        assert "skipped: tau_retail:" in capsys.readouterr().err
+    finally:
+        tl.load_environment.cache_clear()
+        tau_tools.load_state.cache_clear()
