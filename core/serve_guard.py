@@ -159,7 +159,7 @@ def check_context(model_name: str, opts: dict) -> bool:
         return True  # the call itself reports it (502 with the reason)
     context = getattr(loaded.model.config, "max_position_embeddings", None)
     if context:
-        n = int(local_provider._prompt_ids(loaded.tokenizer, target.messages)[0].shape[1])
+        n = len(local_provider._prompt_ids(loaded.tokenizer, target.messages))
         if n + opts["max_tokens"] > context:
             raise Refused(400, f"prompt is {n} tokens and max_tokens is {opts['max_tokens']}: {n + opts['max_tokens']} "
                                f"> the model's context of {context} tokens; shorten the conversation",
