@@ -92,10 +92,13 @@ def remote_url(url: str | None, what: str) -> list[Problem]:
 
 # ---------------------------------------------------------------- data
 
-def data_present(customer: str, dataset: str) -> list[Problem]:
-    from core.dataset import dataset_spec
+def data_present(customer: str, dataset: str | None) -> list[Problem]:
+    from core.dataset import dataset_spec, default_dataset
 
-    key = f"{customer}/{dataset}"
+    try:
+        key = f"{customer}/{dataset or default_dataset(customer)}"
+    except Exception as exc:  # unknown customer: the message lists what exists
+        return [Problem(f"customer {customer}: {exc}", "pick a customer shown by `python -m core.dataset list`")]
     try:
         spec = dataset_spec(key)
     except Exception as exc:  # unknown customer or dataset: the message lists what exists
@@ -199,9 +202,9 @@ def training(config, *, load=None) -> list[Problem]:
 
 
 def _load(config):
-    from core.dataset import load_dataset
+    from core.dataset import default_dataset, load_dataset
 
-    return load_dataset(f"{config.customer}/{config.dataset}")
+    return load_dataset(f"{config.customer}/{config.dataset or default_dataset(config.customer)}")
 
 
 def eval_run(model: str, customer: str | None, suite_path: str | None = None) -> list[Problem]:
