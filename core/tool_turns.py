@@ -32,9 +32,9 @@ def _turns(calls: list[dict], start: int) -> list[dict]:
     out = []
     for n, call in enumerate(calls):
         cid = f"ctx_{start + n}"
-        out.append({"role": "assistant", "content": "", "tool_calls": [{
-            "id": cid, "type": "function", "function": {
-                "name": call.get("name", ""), "arguments": json.dumps(call.get("arguments") or {}, ensure_ascii=False)}}]})
+        arguments = json.dumps(call.get("arguments") or {}, ensure_ascii=False)
+        out.append({"role": "assistant", "content": "", "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": call.get("name", ""), "arguments": arguments}}]})
         result = call.get("result")
         out.append({"role": "tool", "tool_call_id": cid, "name": call.get("name", ""),
                     "content": result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)})
@@ -79,13 +79,23 @@ def as_text(messages: list[dict]) -> list[dict]:
         if m["role"] == "tool":
             out.append({"role": "user", "content": f"Tool result ({m.get('name', '')}): {m.get('content')}"})
         elif m["role"] == "assistant" and m.get("tool_calls"):
-            calls = [json.dumps({"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"] or "{}")},
+            calls = [json.dumps({"name": c["function"]["name"], "arguments": _args(c["function"]["arguments"])},
                                 ensure_ascii=False) for c in m["tool_calls"]]
             text = "\n".join(f"<tool_call>{c}</tool_call>" for c in calls)
-            out.append({"role": "assistant", "content": f"{m['content']}\n{text}".strip() if m.get("content") else text})
+            said = (m.get("content") or "").strip()
+            out.append({"role": "assistant", "content": f"{said}\n{text}" if said else text})
         else:
             out.append(m)
     return out
+
+
+def _args(arguments: Any) -> Any:
+    if not isinstance(arguments, str):
+        return arguments or {}
+    try:
+        return json.loads(arguments or "{}")
+    except ValueError:  # a model's malformed arguments stay as it wrote them
+        return arguments
 
 
 def for_tokenizer(tokenizer: Any, messages: list[dict]) -> list[dict]:

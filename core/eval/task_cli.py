@@ -27,7 +27,8 @@ def wants_tasks(args) -> bool:
 
 
 def pass_text(summary: dict) -> str:
-    hat = "  ".join(f"pass^{k} {'-' if v is None else f'{100 * v:.1f}%'}" for k, v in summary.get("pass_hat", {}).items())
+    hat = "  ".join(f"pass^{k} {'-' if v is None else f'{100 * v:.1f}%'}"
+                    for k, v in summary.get("pass_hat", {}).items())
     probe = summary.get("tool_calling") or {}
     lines = [f"run {summary.get('run_id')}  model {summary.get('model')}  customer {summary.get('customer')}  "
              f"split {summary.get('split') or 'all'}"]

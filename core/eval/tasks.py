@@ -182,7 +182,8 @@ class Trial:
 
     def __init__(self, task: Task, env: tl.Environment, agent: Agent, simulator: Simulator,
                  settings: TaskSettings, trial: int, policy: str) -> None:
-        self.task, self.env, self.agent, self.sim, self.settings, self.trial = task, env, agent, simulator, settings, trial
+        self.task, self.env, self.agent, self.sim = task, env, agent, simulator
+        self.settings, self.trial = settings, trial
         self.session = env.session(task.initial_state)
         self.messages: list[dict] = [{"role": "system", "content": policy},
                                      {"role": "assistant", "content": task.greeting or env.attr("GREETING", GREETING)}]
@@ -198,7 +199,8 @@ class Trial:
         try:
             self._loop()
         except Exception as exc:  # a broken agent or tool is a recorded glitch, not a crashed run
-            self.glitches.append({"turn": len(self.turns), "kind": "exception", "message": f"{type(exc).__name__}: {exc}"})
+            self.glitches.append({"turn": len(self.turns), "kind": "exception",
+                                  "message": f"{type(exc).__name__}: {exc}"})
             self.ended = "exception"
         from core.eval import judge_task
 

@@ -140,8 +140,8 @@ def render_task_runs(customer: str | None = None) -> None:
     st.dataframe(tasks_table(results), hide_index=True, width="stretch")
     only_failed = st.toggle("Only failed trials", value=True, key="tk_failed")
     shown = [r for r in results if not (only_failed and r["passed"])] or results
-    sid = st.selectbox("Trial", [r["scenario"] for r in shown], key="tk_trial",
-                       format_func=lambda s: ("✅ " if next(r for r in shown if r["scenario"] == s)["passed"] else "❌ ") + s)
+    marks = {r["scenario"]: "✅ " if r["passed"] else "❌ " for r in shown}
+    sid = st.selectbox("Trial", list(marks), key="tk_trial", format_func=lambda s: marks[s] + s)
     render_trial(next(r for r in shown if r["scenario"] == sid))
 
 
@@ -185,7 +185,8 @@ def render_tool_sandbox(models: list[str]) -> None:
     reset = st.button("Reset state", key="tsb_reset")
     if st.session_state.get("tsb_key") != key or reset:
         try:
-            st.session_state["tsb_trial"] = sandbox_trial(customer, model, None if task_id == "(free play)" else task_id)
+            start_from = None if task_id == "(free play)" else task_id
+            st.session_state["tsb_trial"] = sandbox_trial(customer, model, start_from)
         except Exception as exc:
             st.error(f"cannot start the environment: {exc}")
             return
