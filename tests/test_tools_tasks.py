@@ -312,3 +312,26 @@ def test_tau_retail_without_its_data_skips_cleanly(tmp_path, monkeypatch, capsys
     finally:
         tl.load_environment.cache_clear()
         tau_tools.load_state.cache_clear()
+
+
+def test_a_prompt_model_gets_policy_and_tools_in_its_prompt(tmp_path, monkeypatch):
+    from tests.helpers_llm import write_registry
+
+    bodies: list = []
+    with serve_tools(lambda messages, tools: {"text": '<tool_call>{"name": "ping", "arguments": {"text": "ok"}}'
+                                                      "</tool_call>"}, bodies) as url:
+        reg = write_registry(tmp_path / "registry.yaml", [
+            {"name": "remote-base", "type": "base", "base_model": "x", "access_point": url},
+            {"name": "shop-prompt", "type": "prompt", "base_model": "remote-base", "access_point": url,
+             "customer": "shop_zh", "prompt_template": "Policy:\n{policy}\n\nHistory:\n{history}"}])
+        monkeypatch.setenv("CSFORGE_REGISTRY", str(reg))
+        out = tk.run_tasks(tk.TaskSettings(model="shop-prompt", customer="shop_zh", tasks=["zh-return-in-window"],
+                                           max_steps=2, max_turns=1), store=False)
+    assert out["summary"]["tool_calling"] == {"ok": True, "reason": "called ping"}
+    sent = bodies[0]
+    assert "tools" not in sent  # the text protocol, not native function calling
+    system = sent["messages"][0]["content"]
+    assert "7 天无理由退货" in system and "You can call these tools:" in system and "- ping(text (string))" in system
+    row = out["results"][0]  # the model keeps calling ping, which shop_zh does not have
+    assert row["transcript"]["tool_calls"][0]["result"].startswith("Error: unknown tool 'ping'")
+    assert row["transcript"]["ended"] == "max_steps" and not row["passed"]
