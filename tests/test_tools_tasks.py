@@ -335,3 +335,14 @@ def test_a_prompt_model_gets_policy_and_tools_in_its_prompt(tmp_path, monkeypatc
     row = out["results"][0]  # the model keeps calling ping, which shop_zh does not have
     assert row["transcript"]["tool_calls"][0]["result"].startswith("Error: unknown tool 'ping'")
     assert row["transcript"]["ended"] == "max_steps" and not row["passed"]
+
+
+def test_cli_prints_the_derived_tools(capsys):
+    from core.eval import cli
+
+    assert cli.main(["tools", "shop_zh", "--json"]) == 0
+    schemas = json.loads(capsys.readouterr().out)
+    refund = next(s["function"] for s in schemas if s["function"]["name"] == "refund")
+    assert refund["parameters"]["properties"]["reason"]["enum"] == ["七天无理由", "质量问题", "物流超时"]
+    assert refund["parameters"]["required"] == ["order_no", "amount", "reason"]
+    assert cli.main(["tools", "nope"]) == 2

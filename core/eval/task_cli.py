@@ -40,6 +40,28 @@ def pass_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_tools(args) -> int:
+    """Print a client's tools as the agent receives them (schemas derived from tools.py)."""
+    import json
+
+    from core.eval import tools as tl
+
+    try:
+        env = tl.load_environment(args.customer)
+    except (KeyError, tl.EnvironmentMissing) as exc:
+        print(exc.args[0] if exc.args else exc, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(env.schemas, ensure_ascii=False, indent=1))
+        return 0
+    for t in env.tools.values():
+        fn = t.schema["function"]
+        params = ", ".join(f"{k}: {v.get('type', 'any')}" + ("" if k in fn["parameters"]["required"] else "?")
+                           for k, v in fn["parameters"]["properties"].items())
+        print(f"{t.kind:7} {t.name}({params})\n        {fn['description'].splitlines()[0]}")
+    return 0
+
+
 def cmd_run_tasks(args) -> int:
     from core.eval import jobs as eval_jobs
     from core.eval import tools as tl
