@@ -413,11 +413,13 @@ def _as_row(rec: dict) -> dict:
 def _write_metrics(settings: TaskSettings, summary: dict) -> None:
     from core import registry
 
+    if settings.tasks or not summary.get("scenarios"):  # a hand-picked subset is not the model's score
+        return
     try:
         if settings.model not in registry.load().entries:
             return
         compact = {k: summary.get(k) for k in ("run_id", "finished_at", "tasks", "trials", "split", "pass_rate",
                                                "pass_hat", "error_rate")}
-        registry.set_metrics(settings.model, {registry.eval_key(settings.customer) + "_tasks": compact})
+        registry.set_metrics(settings.model, {f"tasks_{settings.customer}": compact})
     except Exception as exc:  # the run is in SQLite; the registry copy is a convenience
         print(f"warning: could not write registry metrics for {settings.model}: {exc}")
