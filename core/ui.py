@@ -35,7 +35,26 @@ def chat_bubbles(messages: list[dict], highlight: int = -1) -> None:
     avatars = {"user": "user", "assistant": "assistant", "system": "⚙️", "tool": "🛠️"}
     for i, msg in enumerate(messages):
         with st.chat_message(msg["role"], avatar=avatars.get(msg["role"])):
-            if i == highlight:
-                st.error(f"**Human must take over here (message {i})**\n\n{msg['content']}")
+            if i == highlight:  # numbered from 1 like the bubbles; the stored index is 0-based
+                st.error(f"**Human must take over here (message {i + 1}, index {i})**\n\n{msg['content']}")
             else:
                 st.markdown(msg["content"] or "_(empty)_")
+
+
+def show_checks(checks: list[dict], prefix: str = "") -> None:
+    """Each check as failed (red), skipped / not judged (grey, never green) or a count of passes."""
+    import streamlit as st
+
+    from core.eval.report import check_state
+
+    passed = 0
+    for c in checks:
+        state = check_state(c)
+        if state == "fail":
+            st.error(f"✗ {prefix}{c['name']}: {c['reason']}")
+        elif state == "skipped":
+            st.info(f"– skipped · {prefix}{c['name']}: {c['reason']}", icon="⏭️")
+        else:
+            passed += 1
+    if passed:
+        st.caption(f"✓ {passed} {prefix}check{'s' if passed > 1 else ''} passed")
