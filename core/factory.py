@@ -91,7 +91,7 @@ class RemoteSettings(Strict):
 
 class JobConfig(Strict):
     customer: str = Field(description="customer folder name, e.g. shop_zh")
-    dataset: str = Field("demo", description="dataset name of the customer")
+    dataset: str | None = Field(None, description="dataset name of the customer; None: the customer's first dataset")
     data_url: str | None = Field(None, description="data service URL (python -m core.api); None: read in-process")
     method: Literal["lora", "prompt", "remote"] = Field("lora", description="backend")
     # The embedded model: works with no key, no network and no GPU.
@@ -167,9 +167,9 @@ def stop_requested(job_id: str | None) -> bool:
 def open_dataset(config: JobConfig) -> tuple[Any, dict]:
     """The dataset (in-process or over HTTP) and its identity for the registry."""
     from core import training
-    from core.dataset import dataset_spec, load_dataset
+    from core.dataset import dataset_spec, default_dataset, load_dataset
 
-    key = f"{config.customer}/{config.dataset}"
+    key = f"{config.customer}/{config.dataset or default_dataset(config.customer)}"
     if config.data_url:
         from core.remote import RemoteDataset
 

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from core.local_provider import EMBEDDED_MODEL, embedded_available  # noqa: F401  (re-exported)
 from core.paths import CUSTOMERS_DIR
@@ -48,6 +48,7 @@ class Completion:
     latency_s: float = 0.0
     cost_usd: float = 0.0
     error: str | None = None
+    tool_calls: list[dict] | None = None  # chat_tools only: [{id, name, arguments}]
 
     @property
     def ok(self) -> bool:
@@ -174,26 +175,33 @@ def policy_text(customer: str | None) -> str:
     """customers/<customer>/prompt.md, or "" when there is none."""
     if not customer:
         return ""
-    path = CUSTOMERS_DIR / customer / "prompt.md"
+    path = (CUSTOMERS_DIR / customer / "prompt.md").resolve()
+    if path.parent.parent != CUSTOMERS_DIR.resolve():  # "../x" or an absolute path: never read outside
+        raise CallError(f"customer must be a customer folder name, got {customer[:80]!r}")
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+
+
+HISTORY_POINTER = "(the conversation so far follows as messages)"
+QUESTION_POINTER = "(the customer's last message, below)"
 
 
 def render_prompt(template: str, messages: list[dict], context: dict | None,
                   customer: str | None) -> list[dict]:
-    """[system: the filled template (+ caller's system notes), user: the last question]."""
+    """[system: the template with policy and context (+ caller's system notes), then the turns].
+
+    The conversation stays real messages and the system message only changes when the
+    policy or the context does, so every turn of a chat starts with the same tokens and a
+    local model reuses their KV cache ({history} and {question} point at the messages).
+    """
     system_notes = [m["content"] for m in messages if m.get("role") == "system" and m.get("content")]
-    turns = [m for m in messages if m.get("role") in ("user", "assistant")]
-    last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
-    question = turns[last_user]["content"] if last_user is not None else ""
-    earlier = turns[:last_user] if last_user is not None else turns
-    history = "\n".join(f"{'Customer' if m['role'] == 'user' else 'Agent'}: {m.get('content') or ''}"
-                        for m in earlier) or "(start of conversation)"
-    values = {"{context}": format_context(context), "{history}": history,
-              "{question}": question, "{policy}": policy_text(customer)}
+    turns = [{"role": m["role"], "content": m.get("content") or ""} for m in messages
+             if m.get("role") in ("user", "assistant")]
+    values = {"{context}": format_context(context), "{history}": HISTORY_POINTER,
+              "{question}": QUESTION_POINTER, "{policy}": policy_text(customer)}
     # str.replace, not str.format: templates may contain JSON braces.
     system = re.sub("|".join(re.escape(k) for k in values), lambda m: values[m.group(0)], template)
     system = "\n\n".join([system.strip(), *system_notes])
-    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return [{"role": "system", "content": system}, *turns]
 
 
 # ---------------------------------------------------------------- errors
@@ -224,7 +232,7 @@ def explain(exc: BaseException, target: Target, timeout: float) -> str:
     where = target.api_base or target.litellm_model
     msg = _one_line(getattr(exc, "message", None) or str(exc))
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, CallError):
+    if isinstance(exc, CallError) or name == "LocalModelError":
         return msg
     if "Timeout" in name or "timed out" in msg.lower():
         return f"timed out after {timeout:g}s waiting for {where}"
@@ -305,13 +313,21 @@ def _prepare(model: str, messages: list[dict], context: dict | None, customer: s
 
 def chat(model: str, messages: list[dict], *, context: dict | None = None, customer: str | None = None,
          temperature: float = 0.0, max_tokens: int = 256, timeout: float = 60, seed: int | None = 0,
-         retries: int = 2) -> Completion:
-    """Call a model once; never raises for a model/provider/network failure."""
-    litellm = _litellm()  # imported before the clock starts: its import is not the model's latency
+         retries: int = 2, should_stop: Callable[[], bool] | None = None) -> Completion:
+    """Call a model once; never raises for a model/provider/network failure.
+
+    A local model is called in-process without LiteLLM (no 6 s import for the embedded
+    default); `should_stop()` lets a caller end a local generation early (a client gone).
+    """
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         return failed
+    if target.is_local:
+        return _local_chat(model, target, start, temperature=temperature, max_tokens=max_tokens,
+                           timeout=timeout, seed=seed, should_stop=should_stop)
+    litellm = _litellm()
+    start = time.perf_counter()  # litellm's first import is not the model's latency
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
         if attempt:
@@ -336,14 +352,20 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
 
 def stream_chat(model: str, messages: list[dict], *, context: dict | None = None,
                 customer: str | None = None, temperature: float = 0.0, max_tokens: int = 256,
-                timeout: float = 60, seed: int | None = 0, retries: int = 2) -> Iterator[str | Completion]:
+                timeout: float = 60, seed: int | None = 0, retries: int = 2,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[str | Completion]:
     """Yield text pieces as they arrive; the last item is the Completion (full text, usage)."""
-    litellm = _litellm()
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
     if failed:
         yield failed
         return
+    if target.is_local:
+        yield from _local_stream(model, target, start, temperature=temperature, max_tokens=max_tokens,
+                                 timeout=timeout, seed=seed, should_stop=should_stop)
+        return
+    litellm = _litellm()
+    start = time.perf_counter()
     pieces: list[str] = []
     usage: Any = None
     error = f"timed out after {timeout:g}s"
@@ -374,6 +396,40 @@ def stream_chat(model: str, messages: list[dict], *, context: dict | None = None
                      cost, error)
 
 
+# ---------------------------------------------------------------- local models, in-process
+
+def _local_chat(model: str, target: Target, start: float, **options: Any) -> Completion:
+    from core import local_provider as lp
+
+    try:
+        loaded = lp.load(target.litellm_model.removeprefix("local/"))
+        text, n_in, n_out = lp.generate(loaded, target.messages, **options)
+    except Exception as exc:  # a missing folder, a broken adapter: a recorded failure
+        return Completion("", model, latency_s=time.perf_counter() - start,
+                          error=explain(exc, target, options["timeout"]))
+    return Completion(text, model, n_in, n_out, time.perf_counter() - start)
+
+
+def _local_stream(model: str, target: Target, start: float, **options: Any) -> Iterator[str | Completion]:
+    from core import local_provider as lp
+
+    pieces: list[str] = []
+    n_in = n_out = 0
+    try:
+        loaded = lp.load(target.litellm_model.removeprefix("local/"))
+        for item in lp.stream(loaded, target.messages, **options):
+            if isinstance(item, str):
+                pieces.append(item)
+                yield item
+            else:
+                n_in, n_out = item
+    except Exception as exc:
+        yield Completion("", model, latency_s=time.perf_counter() - start,
+                         error=explain(exc, target, options["timeout"]))
+        return
+    yield Completion("".join(pieces).strip(), model, n_in, n_out, time.perf_counter() - start)
+
+
 def _count_tokens(litellm: Any, target: Target, text: str) -> tuple[int, int]:
     try:
         return (litellm.token_counter(model=target.litellm_model, messages=target.messages),
@@ -389,6 +445,111 @@ def _stream_cost(litellm: Any, target: Target, n_in: int, n_out: int) -> float:
         return float(prompt + completion)
     except Exception:
         return 0.0
+
+
+# ---------------------------------------------------------------- tools (function calling)
+
+TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+def chat_tools(model: str, messages: list[dict], tools: list[dict], *, customer: str | None = None,
+               temperature: float = 0.0, max_tokens: int = 512, timeout: float = 60, seed: int | None = 0,
+               retries: int = 2) -> Completion:
+    """chat() with OpenAI tools; `tool_calls` lists the calls ({id, name, arguments}), [] for a text reply.
+
+    Providers and URLs get native function calling (`tools`); a prompt model or a local model
+    gets the tools in its system prompt and answers <tool_call>{"name": .., "arguments": {..}}</tool_call>.
+    """
+    if _text_protocol(model):
+        done = chat(model, tools_as_text(messages, tools), customer=customer, temperature=temperature,
+                    max_tokens=max_tokens, timeout=timeout, seed=seed, retries=retries)
+        done.tool_calls = parse_tool_calls(done.text) if done.ok else []
+        if done.tool_calls:
+            done.text = TOOL_CALL.sub("", done.text).strip() if TOOL_CALL.search(done.text) else ""
+        return done
+    litellm = _litellm()
+    start = time.perf_counter()
+    target, failed = _prepare(model, messages, None, customer, start)
+    if failed:
+        return failed
+    error = f"timed out after {timeout:g}s"
+    for attempt, left in _attempts(timeout, retries):
+        if attempt:
+            time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+        try:
+            params = _params(target, temperature, max_tokens, timeout - (time.perf_counter() - start), seed)
+            resp = litellm.completion(**params, tools=tools, tool_choice="auto")
+            msg, usage = resp.choices[0].message, getattr(resp, "usage", None)
+            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                     for c in (getattr(msg, "tool_calls", None) or [])]
+            return Completion((msg.content or "").strip(), model, int(getattr(usage, "prompt_tokens", 0) or 0),
+                              int(getattr(usage, "completion_tokens", 0) or 0), time.perf_counter() - start,
+                              _cost(litellm, resp, target), tool_calls=calls)
+        except Exception as exc:
+            error = explain(exc, target, timeout)
+            if not _retryable(exc):
+                break
+    return Completion("", model, latency_s=time.perf_counter() - start, error=error, tool_calls=[])
+
+
+def _text_protocol(model: str) -> bool:
+    """True for models reached through a prompt template or in-process transformers."""
+    if model.startswith(("http://", "https://")):
+        return False
+    from core import registry
+
+    entries, name = registry.load().entries, model
+    for _ in range(6):
+        if name.startswith("local/"):
+            return True
+        entry = entries.get(name)
+        if entry is None:
+            return False
+        if entry.type == "prompt" or entry.access_point.startswith("local/"):
+            return True
+        name = entry.access_point
+    return False
+
+
+def tools_as_text(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Tool schemas in the system prompt, tool calls and results as plain turns."""
+    lines = ["You can call these tools:"]
+    for t in tools:
+        fn = t["function"]
+        args = ", ".join(f"{k} ({v.get('type', 'any')})" for k, v in fn["parameters"]["properties"].items())
+        lines.append(f"- {fn['name']}({args}): {fn['description'].splitlines()[0]}")
+    lines.append('To call one, answer with only <tool_call>{"name": "TOOL", "arguments": {...}}</tool_call>. '
+                 "Otherwise answer the customer.")
+    note = "\n".join(lines)
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "tool":
+            out.append({"role": "user", "content": f"Tool result ({m.get('name', '')}): {m.get('content')}"})
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            calls = [f"<tool_call>{json.dumps({'name': c['function']['name'], 'arguments': json.loads(c['function']['arguments'] or '{}')}, ensure_ascii=False)}</tool_call>"
+                     for c in m["tool_calls"]]
+            out.append({"role": "assistant", "content": "\n".join(calls)})
+        else:
+            out.append(dict(m))
+    if out and out[0]["role"] == "system":
+        out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{note}"}
+    else:
+        out.insert(0, {"role": "system", "content": note})
+    return out
+
+
+def parse_tool_calls(text: str) -> list[dict]:
+    """<tool_call>{...}</tool_call> blocks, or a reply that is one JSON object with a name."""
+    blocks = TOOL_CALL.findall(text or "") or ([text.strip()] if (text or "").strip().startswith("{") else [])
+    calls = []
+    for n, block in enumerate(blocks):
+        try:
+            data = json.loads(block)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            calls.append({"id": f"call_{n}", "name": data["name"], "arguments": data.get("arguments") or {}})
+    return calls
 
 
 # ---------------------------------------------------------------- CLI

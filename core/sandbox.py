@@ -24,6 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from core.redact import redact
 from core.store import db, dumps, loads, now, transaction
 
 FLAG_CATEGORIES = [
@@ -156,16 +157,19 @@ def rate(session_id: str, rating: int) -> None:
 def _message_row(session_id: str, seq: int, role: str, content: str, model: str | None = None,
                  completion: Any = None) -> dict:
     row = {"id": _id(), "session_id": session_id, "model": model, "seq": seq, "role": role,
-           "content": content, "latency_s": 0.0, "input_tokens": 0, "output_tokens": 0,
+           "content": redact(content), "latency_s": 0.0, "input_tokens": 0, "output_tokens": 0,
            "cost_usd": 0.0, "error": None, "created_at": now()}
     if completion is not None:
         row.update(latency_s=completion.latency_s, input_tokens=completion.input_tokens,
                    output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
-                   error=completion.error)
+                   error=redact(completion.error))
     return row
 
 
 def _next_seq(database: Any, session_id: str) -> int:
+    """The next number, read under the write lock: BEGIN IMMEDIATE makes read + insert one step."""
+    if not database.conn.in_transaction:
+        database.execute("BEGIN IMMEDIATE")
     row = database.execute("select coalesce(max(seq), 0) from sandbox_messages where session_id = ?",
                            [session_id]).fetchone()
     return int(row[0]) + 1

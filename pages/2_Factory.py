@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import factory, jobs
+from core import factory, jobs, retirement
 from core.factory import JobConfig, LoraSettings, PromptSettings, RemoteSettings
 from core.ui import pick_dataset
 
@@ -76,6 +76,7 @@ with models_tab:
     reg = registry.load()
     for error in reg.errors:
         st.warning(error)
+    retirement.show(reg.entries.values())  # retiring models: date + replacement
     table = pd.DataFrame([{"name": e.name, "type": e.type, "customer": e.customer or "", "base": e.base_model,
                            "access point": e.access_point, "status": e.status or "",
                            "epochs": (e.training or {}).get("epochs", {}).get("value"),

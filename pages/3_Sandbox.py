@@ -12,7 +12,7 @@ import json
 
 import streamlit as st
 
-from core import registry, sandbox, sandbox_replies
+from core import registry, retirement, sandbox, sandbox_replies
 
 st.set_page_config(page_title="Sandbox · CSForge", page_icon="🧪", layout="wide")
 st.title("Sandbox")
@@ -222,6 +222,7 @@ def stats() -> None:
                       for r in rows], hide_index=True, width="stretch")
 
 
+retirement.show(registry.load().entries.values())  # retiring models: date + replacement
 session = pick_session()
 if session is None:
     new_session_form()

@@ -91,10 +91,29 @@ def test_prompt_template_gets_policy_context_history_question(tmp_path, monkeypa
         assert c.ok and c.text == "Sure."
         sent = agent.requests[-1]["messages"]
     system = sent[0]["content"]
-    assert sent[0]["role"] == "system" and sent[-1] == {"role": "user", "content": "refund?"}
+    assert sent[0]["role"] == "system" and sent[1:] == msgs  # the conversation stays messages
     assert "POLICY[Refunds within 7 days.]" in system and "CONTEXT[order: A1]" in system
-    assert "HISTORY[Customer: hi\nAgent: hello]" in system and "Q[refund?]" in system
+    assert f"HISTORY[{llm.HISTORY_POINTER}]" in system and "refund?" not in system
     assert '{"json": 1}' in system  # braces in a template are left alone
+
+
+def test_prompt_model_turns_share_a_stable_prefix(tmp_path, monkeypatch):
+    """Turn n+1 starts with exactly turn n's messages + reply: a local KV cache can reuse them."""
+    monkeypatch.setattr(llm, "CUSTOMERS_DIR", tmp_path)
+    template = "Policy: {policy}\nContext: {context}\nSo far: {history}\nNew: {question}"
+    turn1 = [{"role": "user", "content": "我的订单到哪了？"}]
+    first = llm.render_prompt(template, turn1, {"order": "A1"}, None)
+    turn2 = turn1 + [{"role": "assistant", "content": "在路上。"}, {"role": "user", "content": "几天到？"}]
+    second = llm.render_prompt(template, turn2, {"order": "A1"}, None)
+    assert second[:len(first)] == first and second[len(first)]["content"] == "在路上。"
+
+
+def test_local_model_is_called_without_importing_litellm(reg):
+    code = ("import sys; from core import llm; c = llm.chat('tiny', [{'role': 'user', 'content': 'hi'}], max_tokens=4);"
+            "print(c.ok, c.output_tokens, 'litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "CSFORGE_TORCH_THREADS": "1"})
+    assert out.stdout.split() == ["True", "4", "False"], out.stderr[-500:]
 
 
 def test_context_reaches_a_plain_model_as_system_message():

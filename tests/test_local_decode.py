@@ -1,0 +1,150 @@
+"""The local decode loop (prefix KV cache, stop hook, deadline) and the torch thread policy."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core import local_decode, local_provider, threads
+from tests.helpers_llm import tiny_model_dir
+
+CHAT = [{"role": "system", "content": "你是客服。Policy: refunds within 7 days."},
+        {"role": "user", "content": "我的订单什么时候到？"}]
+
+
+@pytest.fixture
+def loaded(monkeypatch):
+    monkeypatch.setenv(local_decode.PREFILL_VAR, "fp32")
+    local_provider.clear_cache()
+    model = local_provider.load(str(tiny_model_dir()))
+    model.prefix.clear()
+    return model
+
+
+def _hf_greedy(loaded, ids, n):
+    import torch
+
+    with torch.inference_mode():
+        out = loaded.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    max_new_tokens=n, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
+def _decode(loaded, ids, n, **kw):
+    return list(local_decode.decode(loaded.model, ids, max_tokens=n, eos_ids=loaded.eos_ids, **kw))
+
+
+def test_greedy_decode_matches_transformers_generate(loaded):
+    ids = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    assert _decode(loaded, ids, 20) == _hf_greedy(loaded, ids, 20)
+
+
+def test_prefix_cache_reuses_earlier_turns_with_identical_tokens(loaded):
+    cache = local_decode.PrefixCache()
+    first = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    reply = _decode(loaded, first, 12, prefix_cache=cache)
+    turn2 = CHAT + [{"role": "assistant", "content": loaded.tokenizer.decode(reply)},
+                    {"role": "user", "content": "还有，可以退货吗？"}]
+    ids = local_provider._prompt_ids(loaded.tokenizer, turn2)
+    cached = _decode(loaded, ids, 12, prefix_cache=cache)
+    assert cache.hits == 1 and cache.reused_tokens >= len(first)  # the whole first prompt was not re-read
+    assert cached == _decode(loaded, ids, 12)  # and the reply is what a fresh prefill gives
+    # the same prompt again: everything but the last prompt token comes from the cache
+    again = _decode(loaded, ids, 12, prefix_cache=cache)
+    assert again == cached and cache.hits == 2
+
+
+def test_prefix_cache_evicts_oldest_past_its_limits():
+    class Fake:
+        def crop(self, n):
+            self.n = n
+    cache = local_decode.PrefixCache(slots=2, max_tokens=10)
+    for start in (1, 2, 3):
+        cache.put([start] * 4, Fake())
+    assert [s.ids[0] for s in cache.slots] == [2, 3]
+    cache.put([9] * 8, Fake())  # 4 + 8 tokens > 10: the older one goes
+    assert [s.ids[0] for s in cache.slots] == [9]
+    got, n = cache.take([9] * 8)
+    assert n == 7 and got.n == -1 and not cache.slots  # the last token is always re-run
+
+
+def test_stop_hook_and_deadline_end_generation(loaded):
+    ids = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    seen: list[int] = []
+    out = list(local_decode.decode(loaded.model, ids, max_tokens=50, eos_ids=set(),
+                                   should_stop=lambda: len(seen) >= 3 or seen.append(1) is not None and False))
+    assert len(out) == 3
+    assert _decode(loaded, ids, 50, deadline=time.monotonic() - 1) == []  # a spent deadline stops the prefill
+
+
+def test_timeout_returns_what_was_generated_and_frees_the_model(loaded):
+    text, n_in, n_out = local_provider.generate(loaded, CHAT, max_tokens=10_000, timeout=0.3)
+    assert 0 < n_out < 10_000 and n_in > 10
+    assert not loaded.lock.locked()
+
+
+def test_abandoned_stream_releases_the_model_lock(loaded):
+    pieces = local_provider.stream(loaded, CHAT, max_tokens=200)
+    assert isinstance(next(pieces), str)
+    assert loaded.lock.locked()
+    pieces.close()
+    assert not loaded.lock.locked()
+
+
+def test_stream_pieces_join_to_the_generated_reply(loaded):
+    items = list(local_provider.stream(loaded, CHAT, max_tokens=24))
+    text, n_in, n_out = local_provider.generate(loaded, CHAT, max_tokens=24)
+    assert items[-1] == (n_in, n_out)
+    assert "".join(items[:-1]).strip() == text
+
+
+def test_sampling_is_reproducible_by_seed(loaded):
+    ids = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    a = _decode(loaded, ids, 16, temperature=1.0, seed=7)
+    assert a == _decode(loaded, ids, 16, temperature=1.0, seed=7)
+    assert a != _decode(loaded, ids, 16, temperature=1.0, seed=8)
+
+
+def test_prefill_dtype_setting(monkeypatch):
+    monkeypatch.setenv(local_decode.PREFILL_VAR, "fp32")
+    assert local_decode.prefill_dtype() == "fp32"
+    monkeypatch.setenv(local_decode.PREFILL_VAR, "auto")
+    assert local_decode.prefill_dtype() == ("bf16" if local_decode.cpu_has_bf16() else "fp32")
+    assert local_decode.prefill_dtype("cuda") == "fp32"
+    monkeypatch.setenv(local_decode.PREFILL_VAR, "half")
+    with pytest.raises(ValueError, match="CSFORGE_LOCAL_PREFILL"):
+        local_decode.prefill_dtype()
+
+
+def test_bf16_prefill_keeps_the_cache_fp32_and_decodes(loaded):
+    ids = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    cache = local_decode.PrefixCache()
+    out = _decode(loaded, ids, 8, bf16_prefill=True, prefix_cache=cache)
+    assert len(out) == 8
+    layer = cache.slots[0].cache.layers[0]
+    assert str(layer.keys.dtype) == "torch.float32" and layer.keys.shape[-2] == len(ids) + 7
+
+
+def test_threads_follow_the_variable_then_the_free_cores(monkeypatch):
+    monkeypatch.setenv(threads.THREADS_VAR, "3")
+    assert threads.choose(n_cores=2, load=5.0) == 3
+    monkeypatch.delenv(threads.THREADS_VAR)
+    assert threads.choose(n_cores=2, load=0.1) == 2
+    assert threads.choose(n_cores=2, load=1.2) == 1
+    assert threads.choose(n_cores=2, load=9.0) == 1  # a saturated box still gets one thread
+    assert threads.choose(n_cores=16, load=4.0) == 12
+    for bad in ("0", "two"):
+        monkeypatch.setenv(threads.THREADS_VAR, bad)
+        with pytest.raises(ValueError, match=threads.THREADS_VAR):
+            threads.choose()
+
+
+def test_importing_core_sets_a_passive_openmp_wait_policy():
+    import subprocess
+    import sys
+
+    from core.paths import ROOT
+
+    code = "import os; os.environ.pop('OMP_WAIT_POLICY', None); import core; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
