@@ -1,6 +1,31 @@
 """Small Streamlit helpers shared by the pages (pickers, chat bubbles). Import streamlit lazily."""
 from __future__ import annotations
 
+# Navigation in one place: (file, sidebar title, icon, URL path). Streamlit's own sidebar list
+# would call Home by its file name ("app"), so .streamlit/config.toml hides it and every page
+# draws this one with sidebar_nav().
+PAGES = [
+    ("app.py", "Home", "🛠️", ""),
+    ("pages/1_Data.py", "Data", "📚", "Data"),
+    ("pages/2_Factory.py", "Factory", "🏭", "Factory"),
+    ("pages/3_Sandbox.py", "Sandbox", "💬", "Sandbox"),
+    ("pages/4_Scorecard.py", "Scorecard", "📊", "Scorecard"),
+    ("pages/5_Costs.py", "Costs", "💰", "Costs"),
+]
+
+
+def sidebar_nav() -> None:
+    """The page list at the top of the sidebar, Home first."""
+    import streamlit as st
+
+    with st.sidebar:
+        for path, title, icon, _ in PAGES:
+            try:
+                st.page_link(path, label=title, icon=icon)
+            except Exception:  # a page run on its own (AppTest.from_file): no page registry to link into
+                st.markdown(f"{icon} {title}")
+        st.divider()
+
 
 def pick_dataset(key: str = "data") -> str | None:
     """Customer and dataset selectboxes; returns "customer/dataset" or None when there is none."""

@@ -3,9 +3,10 @@ import streamlit as st
 
 from core.dataset import filter_indices, load_dataset, to_jsonl, visualise
 from core.plots import export_html, export_png
-from core.ui import chat_bubbles, pick_dataset
+from core.ui import chat_bubbles, pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Data · CSForge", page_icon="📚", layout="wide")
+sidebar_nav()
 st.title("Data")
 
 with st.sidebar:

@@ -7,9 +7,10 @@ import streamlit as st
 
 from core import factory, jobs, retirement
 from core.factory import JobConfig, LoraSettings, PromptSettings, RemoteSettings
-from core.ui import pick_dataset
+from core.ui import pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Factory · CSForge", page_icon="🏭", layout="wide")
+sidebar_nav()
 st.title("Factory")
 st.caption("Dataset + base model in, a registry entry with an access point out. Jobs run in the background; "
            "this page follows them and survives a reload.")

@@ -8,9 +8,10 @@ import streamlit as st
 from core import preflight, registry, retirement
 from core.eval import gate as eval_gate, jobs as eval_jobs, loop as eval_loop, report as eval_report, store as eval_store
 from core.dataset import list_customers
-from core.ui import show_checks
+from core.ui import show_checks, sidebar_nav
 
 st.set_page_config(page_title="Scorecard · CSForge", page_icon="🧪", layout="wide")
+sidebar_nav()
 st.title("Scorecard")
 
 customers = [c.name for c in list_customers()]

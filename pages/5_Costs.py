@@ -2,9 +2,10 @@
 import streamlit as st
 
 from core import cost_quality, pricing
-from core.ui import pick_dataset
+from core.ui import pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Costs · CSForge", page_icon="💰", layout="wide")
+sidebar_nav()
 st.title("Costs")
 
 with st.sidebar:
