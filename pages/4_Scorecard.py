@@ -81,6 +81,8 @@ with tab_cmp:
                     "stored in this console, so rerun a model to drill into its transcripts)")
         st.dataframe(pct(pd.DataFrame(shipped), ["pass_rate", "error_rate"]).rename(
             columns={"pass_rate": "pass rate %", "error_rate": "error rate %"}), hide_index=True, width="stretch")
+    if shipped:
+        st.markdown("**Runs stored in this console**")
     table = pct(pd.DataFrame(rows, columns=eval_report.COMPARE_COLUMNS), ["pass_rate", "error_rate"]).rename(
         columns={"pass_rate": "pass rate %", "error_rate": "error rate %"})
     st.dataframe(table, hide_index=True, width="stretch")

@@ -62,10 +62,12 @@ first = ["model", "$/session", "$/1k sessions"]  # the answer first, so it is ne
 st.dataframe(shown[first + [c for c in shown.columns if c not in first]], hide_index=True, width="stretch",
              column_config={"model": st.column_config.TextColumn(width="medium", pinned=True),
                             "$/session": st.column_config.NumberColumn(format="$%.6f", width="small"),
-                            "$/1k sessions": st.column_config.NumberColumn(format="$%.3f", width="small")})
+                            "$/1k sessions": st.column_config.NumberColumn(format="$%.3f")})
 
 st.subheader(f"Fine-tuning: one-off training cost on {key} and tuned cost per session")
-st.dataframe(pricing.finetune_frame(prices, key, int(epochs), good_only), hide_index=True, width="stretch",
+tuning = pricing.finetune_frame(prices, key, int(epochs), good_only)
+first = ["provider", "model", "method", "training cost", "$/session"]  # the answers before the price inputs
+st.dataframe(tuning[first + [c for c in tuning.columns if c not in first]], hide_index=True, width="stretch",
              column_config={"training cost": st.column_config.NumberColumn(format="$%.3f"),
                             "$/session": st.column_config.NumberColumn(format="$%.6f"),
                             "source": st.column_config.LinkColumn()})
