@@ -92,10 +92,13 @@ def remote_url(url: str | None, what: str) -> list[Problem]:
 
 # ---------------------------------------------------------------- data
 
-def data_present(customer: str, dataset: str) -> list[Problem]:
-    from core.dataset import dataset_spec
+def data_present(customer: str, dataset: str | None) -> list[Problem]:
+    from core.dataset import dataset_spec, default_dataset
 
-    key = f"{customer}/{dataset}"
+    try:
+        key = f"{customer}/{dataset or default_dataset(customer)}"
+    except Exception as exc:  # unknown customer: the message lists what exists
+        return [Problem(f"customer {customer}: {exc}", "pick a customer shown by `python -m core.dataset list`")]
     try:
         spec = dataset_spec(key)
     except Exception as exc:  # unknown customer or dataset: the message lists what exists
@@ -189,11 +192,7 @@ def training(config, *, load=None) -> list[Problem]:
     if config.data_url:
         problems = remote_url(config.data_url, "data service URL")
     else:
-        try:
-            problems = data_present(config.customer, _dataset(config))
-        except Exception as exc:  # unknown customer, a customer without datasets
-            problems = [Problem(f"customer {config.customer}: {exc}", "pick a customer from "
-                                "`python -m core.dataset list`")]
+        problems = data_present(config.customer, config.dataset)
     if config.method == "lora":
         problems += lora_base(config.base_model) + lora_settings(config.lora)
         if not problems and not config.data_url:
