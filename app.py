@@ -41,6 +41,7 @@ for error in customer_errors():
 st.subheader("Models")
 try:
     from core.registry import eval_summaries, load as load_registry
+    from core.retirement import show as show_retirement
 
     registry = load_registry()
 
@@ -52,6 +53,7 @@ try:
                             "status": e.status, "last CS eval": last_scores(e.metrics)}
                            for e in registry.entries.values()])
     st.dataframe(models, hide_index=True, width="stretch")
+    show_retirement(registry.entries.values())
     for error in registry.errors:
         st.warning(f"registry.yaml: {error}")
 except Exception as exc:  # the home page must render even with a broken registry

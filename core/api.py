@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from core import dataset as data
+from core.guard import NAME, TokenGate, clip, create_server as guarded_server, exposure_warning
 
 API = "/api/v1"
 MAX_ITEMS = 100  # a page of full conversations; bigger pages make one slow response instead of many fast ones
@@ -36,6 +38,7 @@ MAX_ERRORS = 1_000
 FILTER_CACHE = 32  # filtered index lists kept per dataset (label range x needs_human combinations)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 FILTERS = {"label_min", "label_max", "needs_human"}
+INT = re.compile(r"-?[0-9]{1,18}\Z", re.ASCII)  # 18 digits: past any offset, and int() stays cheap
 log = logging.getLogger("csforge.api")
 _PNG_LOCK = threading.Lock()  # matplotlib's pyplot state is not thread-safe: one PNG drawn at a time
 
@@ -122,6 +125,9 @@ class Catalog:
     @staticmethod
     def spec(customer: str, name: str) -> data.DatasetSpec:
         """The spec of a known dataset, or a 404 that lists the known customers or datasets."""
+        for kind, value in (("customer", customer), ("dataset", name)):
+            if not NAME.match(value):
+                raise ApiError(400, f"{kind} must be a name (letters, digits, '_', '.', '-'), got {clip(value)}")
         try:
             found = data.get_customer(customer)
         except data.UnknownName as exc:
@@ -149,7 +155,8 @@ def _params(allowed: set[str]) -> dict[str, str]:
     args = request.args
     unknown = sorted(set(args) - allowed)
     if unknown:
-        raise ApiError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+        named = ", ".join(n if len(n) <= 40 else clip(n, 40) for n in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ApiError(400, f"unknown parameter(s) {named}; allowed: {', '.join(sorted(allowed)) or 'none'}")
     return {name: args[name] for name in args}
 
 
@@ -157,10 +164,9 @@ def _int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
     raw = params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
+    value = _ascii_int(raw)
+    if value is None:
+        raise ApiError(400, f"{name} must be an integer, got {clip(raw)}")
     if not lo <= value <= hi:
         raise ApiError(400, f"{name} must be between {lo} and {hi}, got {value}")
     return value
@@ -171,11 +177,13 @@ def _float(params: dict, name: str) -> float | None:
     if raw is None:
         return None
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() and len(raw) <= 40 else None  # full-width digits are not numbers here
     except ValueError:
-        raise ApiError(400, f"{name} must be a number, got {raw!r}") from None
+        value = None
+    if value is None:
+        raise ApiError(400, f"{name} must be a number, got {clip(raw)}")
     if not 0.0 <= value <= 1.0:
-        raise ApiError(400, f"{name} must be between 0 and 1, got {raw}")
+        raise ApiError(400, f"{name} must be between 0 and 1, got {clip(raw)}")
     return value
 
 
@@ -185,7 +193,7 @@ def _bool(params: dict, name: str) -> bool | None:
         return None
     value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
     if value is None:
-        raise ApiError(400, f"{name} must be true or false, got {raw!r}")
+        raise ApiError(400, f"{name} must be true or false, got {clip(raw)}")
     return value
 
 
@@ -196,11 +204,15 @@ def _filters(params: dict) -> tuple[float | None, float | None, bool | None]:
     return lo, hi, _bool(params, "needs_human")
 
 
+def _ascii_int(raw: str) -> int | None:
+    """int() of ASCII digits only: int() also takes full-width and other Unicode digits, and 4,000+ digit strings."""
+    return int(raw) if INT.match(raw) else None
+
+
 def _index(entry: Entry, raw: str) -> int:
-    try:
-        i = int(raw)
-    except ValueError:
-        raise ApiError(400, f"index must be an integer, got {raw!r}") from None
+    i = _ascii_int(raw)
+    if i is None:
+        raise ApiError(400, f"index must be an integer, got {clip(raw)}")
     n = len(entry.labels)
     if not 0 <= i < n:
         raise ApiError(404, f"index {i} out of range: {entry.key} has {n} conversations (0..{n - 1})", length=n)
@@ -357,6 +369,7 @@ def create_app(catalog: Catalog | None = None, *, fast_items: bool = True) -> Fl
     _register_errors(app)
     if fast_items:
         app.wsgi_app = FastItems(app.wsgi_app, cat)
+    app.wsgi_app = TokenGate(app.wsgi_app, _error_bytes, open_paths=(API, API + "/"))
     return app
 
 
@@ -402,9 +415,15 @@ def _register_errors(app: Flask) -> None:
         return _error(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unhandled error on %s", request.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+    def unexpected(exc: Exception):  # the details (file paths, values) go to the server log only
+        log.exception("unhandled error on %s", request.path[:200])
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _error_bytes(status: int, message: str) -> bytes:
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    return _dumps({"status": status, "error": HTTP_STATUS_CODES.get(status, "Error"), "message": message})
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
@@ -414,14 +433,20 @@ def _error(status: int, message: str, **extra: Any) -> Response:
                  status)
 
 
+def make_server(app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> Any:
+    """waitress for the data service; past 100 open connections a new client gets 503 + Retry-After."""
+    return guarded_server(app, host=host, port=port, threads=threads,
+                          busy=_error_bytes(503, "data service busy: too many open connections; retry later"),
+                          max_request_body_size=65536)  # no route reads a body
+
+
 # ---- serving -----------------------------------------------------------------------------------------
 class BackgroundServer:
     """The service on a waitress thread, for tests and notebooks: `with BackgroundServer() as srv: srv.url`."""
 
-    def __init__(self, app: Flask | None = None, host: str = "127.0.0.1", port: int = 0, threads: int = 4):
-        from waitress.server import create_server
-
-        self._server = create_server(app or create_app(), host=host, port=port, threads=threads)
+    def __init__(self, app: Flask | None = None, host: str = "127.0.0.1", port: int = 0, threads: int = 4,
+                 server: Any = None):
+        self._server = server or make_server(app or create_app(), host=host, port=port, threads=threads)
         self.url = f"http://{host}:{self._server.effective_port}"
         self._thread = threading.Thread(target=self._server.run, name="csforge-api", daemon=True)
 
@@ -442,20 +467,31 @@ class BackgroundServer:
         server.task_dispatcher.shutdown()
 
 
+def _positive(text: str) -> int:
+    import argparse
+
+    if not INT.match(text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {clip(text)}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from waitress.server import create_server
+    from core.redact import install_stream_filter
 
     parser = argparse.ArgumentParser(prog="python -m core.api", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="0 picks a free port (printed on start)")
-    parser.add_argument("--threads", type=int, default=8,
+    parser.add_argument("--threads", type=_positive, default=8,
                         help="worker threads; 8 keeps 16 keep-alive clients busy without GIL thrash")
     args = parser.parse_args(argv)
+    install_stream_filter()  # log lines are redacted before they reach the terminal or a file
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "queue depth" is normal with more clients than threads
-    server = create_server(create_app(), host=args.host, port=args.port, threads=args.threads)
+    server = make_server(create_app(), host=args.host, port=args.port, threads=args.threads)
+    if exposure_warning(args.host):
+        print(exposure_warning(args.host), file=sys.stderr)
     print(f"serving on http://{args.host}:{server.effective_port}{API}", flush=True)
     try:
         server.run()

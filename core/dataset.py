@@ -8,6 +8,7 @@ the first message where a human must take over, -1 for none) and `context`.
     python -m core.dataset list                       # customers and their datasets
     python -m core.dataset check shop_zh/demo         # load, report bad records, print stats
     python -m core.dataset plot shop_zh/demo --html out.html --png out.png
+    python -m core.dataset new outfit_en --language en  # scaffold customers/outfit_en/ and data/outfit_en/
 """
 from __future__ import annotations
 
@@ -15,25 +16,30 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
+import operator
 import os
 import pickle
 import re
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
-
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
 
 from core.paths import CUSTOMERS_DIR, DATA_DIR, ROOT, home_dir
+from core.records import (ROLES, BadRecord, Conversation, RecordError, Sample, UnknownName, check_json,
+                          json_list, jsonl_records, printable, validate)
 
 if TYPE_CHECKING:  # heavy imports stay out of `import core.dataset`
     import pandas as pd
 
-ROLES = ("system", "user", "assistant", "tool")
-CACHE_VERSION = 1
+__all__ = ["ROLES", "BadRecord", "Conversation", "ConversationDataset", "CustomerError", "RecordError", "Sample",
+           "UnknownName", "approx_tokens", "dataset_spec", "default_dataset", "get_customer", "list_customers",
+           "load_dataset", "overview"]
+CACHE_VERSION = 2
 _CJK_RUNS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]+")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 def approx_tokens(text: str) -> int:
@@ -47,51 +53,25 @@ def approx_tokens(text: str) -> int:
     return cjk + (len(text) - cjk + 3) // 4
 
 
-@dataclass
-class Conversation:
-    """The canonical form every customer class produces."""
-
-    id: str
-    messages: list[dict]  # OpenAI chat roles: system, user, assistant, tool; each with "content"
-    context: dict = field(default_factory=dict)  # tools called + results, user profile, images, scripts
-    meta: dict = field(default_factory=dict)  # source file, timestamps, anything else
+class _TorchDatasetBase(Generic[_T_co]):
+    """Stands in for torch.utils.data.Dataset until the first dataset is built (see `_use_torch_base`)."""
 
 
-@dataclass(frozen=True)
-class Sample:
-    """What `ds[i]` returns: the dialog, its cached label and intervention index, and its context."""
+def _use_torch_base() -> None:
+    """Make torch's Dataset the base of ConversationDataset, and so of every customer class.
 
-    id: str
-    dialog: list[dict]
-    label: float
-    human_intervention_idx: int
-    context: dict
+    Done when the first dataset is built, not at import: customer discovery imports every
+    customer module (pages do it on each render) and torch takes ~2 s to import. Changing
+    `__bases__` updates the MRO of the subclasses already defined, so from then on
+    isinstance(ds, torch.utils.data.Dataset) holds for every dataset, including earlier ones.
+    """
+    if ConversationDataset.__bases__ == (_TorchDatasetBase,):
+        from torch.utils.data import Dataset
 
-
-@dataclass(frozen=True)
-class RecordError:
-    """A raw record that could not become a Conversation."""
-
-    file: str
-    where: str  # "line 12" (jsonl), "index 3" (json list) or "file"
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.where}: {self.reason}"
+        ConversationDataset.__bases__ = (Dataset,)
 
 
-class BadRecord(ValueError):
-    """Raised in strict mode on the first bad record; the message names file, record and reason."""
-
-
-class UnknownName(KeyError):
-    """A customer or dataset name that does not exist; the message lists what does."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class ConversationDataset(Dataset):
+class ConversationDataset(_TorchDatasetBase):
     """Base class: reads json/jsonl files, cleans records into Conversations, caches the labels.
 
     Subclasses override only their rules. Class attributes:
@@ -100,6 +80,11 @@ class ConversationDataset(Dataset):
       language         main language of the client's conversations ("zh", "en")
       datasets         named datasets: {"demo": {"path": "data/x.jsonl", **options}}; files in
                        data/<customer>/ are found too, named by their stem
+      rule_files       files the rules read (keyword lists, a knowledge base), relative to the
+                       module's folder; their content goes into the label cache key
+
+    Any exception raised while reading, parsing, filtering or labelling one record makes that
+    record a bad record (`file:line N: reason`); the other records load.
     """
 
     good_threshold: float = 0.5
@@ -107,6 +92,7 @@ class ConversationDataset(Dataset):
     language: str = "en"
     title: str = ""
     datasets: dict[str, dict] = {}
+    rule_files: list[str] = []
 
     def __init__(self, path: str | Path | list, *, strict: bool = False, use_cache: bool = True,
                  **options: Any):
@@ -119,6 +105,7 @@ class ConversationDataset(Dataset):
         self._fds: dict[int, int] = {}
         self._json_records: dict[int, list] = {}
         self._lock = threading.Lock()
+        _use_torch_base()
         self._load(use_cache)
 
     # ---- rules a customer overrides -------------------------------------------------------
@@ -216,7 +203,7 @@ class ConversationDataset(Dataset):
     # ---- loading -----------------------------------------------------------------------------
     def _clean(self, raw: Any, path: Path, where: str) -> Conversation:
         conv = self.parse(raw)
-        _validate(conv)
+        validate(conv)
         conv.meta.setdefault("source", f"{path.name}:{where}" if where else path.name)
         return conv
 
@@ -235,8 +222,11 @@ class ConversationDataset(Dataset):
         self._ids, self._labels, self._interventions, self._locators = [], [], [], []
         self._columns: dict[str, list] = {k: [] for k in ("turns", "user_turns", "agent_turns", "chars", "tokens")}
         for file_idx, path in enumerate(self.paths):
-            for where, locator, length, raw in self._records(file_idx, path):
-                self._add(file_idx, path, where, locator, length, raw)
+            try:
+                for where, locator, length, raw in self._records(file_idx, path):
+                    self._add(file_idx, path, where, locator, length, raw)
+            except OSError as exc:  # a folder, no permission, a disk error: this file's records stop here
+                self._bad(RecordError(str(path), "file", f"cannot read: {exc.strerror or exc}"))
         if use_cache:
             _atomic_write(cache_file, pickle.dumps(self._snapshot()))
 
@@ -244,17 +234,13 @@ class ConversationDataset(Dataset):
         if isinstance(raw, RecordError):
             return self._bad(raw)
         try:
-            conv = self._clean(raw, path, where)
-            if not self.include(conv):
-                self.skipped += 1
-                return
-            label, idx = float(self.quality(conv)), int(self.intervention(conv))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            prefix = "missing field " if isinstance(exc, KeyError) else ""
-            return self._bad(RecordError(str(path), where, f"{prefix}{reason}"))
-        if not 0.0 <= label <= 1.0:
-            return self._bad(RecordError(str(path), where, f"quality() returned {label}, outside [0, 1]"))
+            labelled = self._label(raw, path, where)
+        except ValueError as exc:
+            return self._bad(RecordError(str(path), where, str(exc)))
+        if labelled is None:
+            self.skipped += 1
+            return
+        conv, label, idx = labelled
         texts = [m["content"] for m in conv.messages]
         self._ids.append(conv.id or f"{path.stem}-{where.split()[-1]}")
         self._labels.append(label)
@@ -267,6 +253,36 @@ class ConversationDataset(Dataset):
         cols["chars"].append(sum(map(len, texts)))
         cols["tokens"].append(approx_tokens("".join(texts)))
 
+    def _label(self, raw: Any, path: Path, where: str) -> tuple[Conversation, float, int] | None:
+        """(conversation, label, intervention index), None if `include` leaves it out, or ValueError(reason).
+
+        Runs every hook the record will meet when served (context too), so a record that loads
+        can always be served: no exception, every value valid JSON.
+        """
+        stage = "parse"
+        try:
+            conv = self._clean(raw, path, where)
+            stage = "include"
+            if not self.include(conv):
+                return None
+            stage = "quality"
+            label = float(self.quality(conv))
+            stage = "intervention"
+            idx = operator.index(self.intervention(conv))
+            stage = "context"
+            context = self.context(conv)
+        except Exception as exc:  # whatever a client's code raises stays this record's error
+            raise ValueError(_hook_reason(stage, exc)) from None
+        if not (math.isfinite(label) and 0.0 <= label <= 1.0):
+            raise ValueError(f"quality() returned {label}, outside [0, 1]")
+        if not -1 <= idx < len(conv.messages):
+            raise ValueError(f"intervention() returned {idx}; expected -1 or a message index "
+                             f"0..{len(conv.messages) - 1}")
+        if not isinstance(context, dict):
+            raise ValueError(f"context() returned a {type(context).__name__}, expected an object")
+        check_json({"id": conv.id, "messages": conv.messages, "context": context}, "conversation")
+        return conv, label, idx
+
     def _bad(self, error: RecordError) -> None:
         if self.strict:
             raise BadRecord(str(error))
@@ -277,9 +293,9 @@ class ConversationDataset(Dataset):
         if not path.exists():
             yield "file", -1, 0, RecordError(str(path), "file", "file not found")
         elif path.suffix == ".jsonl":
-            yield from _jsonl_records(path)
+            yield from jsonl_records(path)
         elif path.suffix == ".json":
-            records = _json_list(path)
+            records = json_list(path)
             if isinstance(records, RecordError):
                 yield "file", -1, 0, records
                 return
@@ -294,7 +310,7 @@ class ConversationDataset(Dataset):
         if path.suffix == ".json":
             if file_idx not in self._json_records:
                 with self._lock:
-                    self._json_records[file_idx] = _json_list(path)
+                    self._json_records[file_idx] = json_list(path)
             return self._json_records[file_idx][locator]
         if file_idx not in self._fds:
             with self._lock:
@@ -329,66 +345,48 @@ class ConversationDataset(Dataset):
                 pass
 
 
-# ---- validation and file reading ------------------------------------------------------------
-def _validate(conv: Conversation) -> None:
-    if not isinstance(conv.messages, list):
-        raise ValueError("'messages' is not a list")
-    if not any(isinstance(m, dict) and m.get("role") != "system" for m in conv.messages):
-        raise ValueError("empty conversation: no user or agent message")
-    for n, msg in enumerate(conv.messages):
-        if not isinstance(msg, dict):
-            raise ValueError(f"message {n} is a {type(msg).__name__}, expected an object")
-        if msg.get("role") not in ROLES:
-            raise ValueError(f"message {n} has unknown role {msg.get('role')!r} (expected one of {', '.join(ROLES)})")
-        if not isinstance(msg.get("content"), str):
-            kind = "missing" if "content" not in msg else f"a {type(msg['content']).__name__}"
-            raise ValueError(f"message {n} content is {kind}, expected text")
-    if not isinstance(conv.context, dict):
-        raise ValueError("'context' is not an object")
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, int, int, Any]]:
-    """Stream a .jsonl file line by line, keeping each line's byte offset for random access."""
-    offset = 0
-    with open(path, "rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            start, offset = offset, offset + len(line)
-            if not line.strip():
-                continue
-            where = f"line {lineno}"
-            try:
-                raw = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raw = RecordError(str(path), where, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-            except json.JSONDecodeError as exc:
-                raw = RecordError(str(path), where, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            yield where, start, len(line), raw
-
-
-def _json_list(path: Path) -> list | RecordError:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        return RecordError(str(path), "file", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except json.JSONDecodeError as exc:
-        return RecordError(str(path), "file", f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
-    if not isinstance(data, list):
-        return RecordError(str(path), "file", f"expected a JSON list of conversations, got {type(data).__name__}")
-    return data
+def _hook_reason(stage: str, exc: Exception) -> str:
+    """The bad-record reason for an exception raised by a hook (the contract is in README)."""
+    if stage == "parse" and isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+        return str(exc)  # the documented way to reject a record: raise ValueError(reason)
+    if stage == "parse" and isinstance(exc, KeyError):
+        return f"missing field {exc.args[0] if exc.args else ''}"
+    return f"{stage}() raised {type(exc).__name__}: {exc}"
 
 
 def _rules_hash(cls: type) -> str:
-    """Hash of the files defining the class and its bases, so editing a rule, a keyword list or a
-    helper function in a customer's module invalidates the cached labels."""
+    """Hash of the files defining the class and its bases, and of the files it declares in
+    `rule_files`, so editing a rule, a keyword list, a helper function in a customer's module or
+    a knowledge base the rules read invalidates the cached labels."""
     digest = hashlib.sha1()
+    seen: set[str] = set()
     for klass in cls.__mro__:
         if klass.__module__.split(".")[0] in ("builtins", "torch", "typing"):
             continue
         try:
-            digest.update(Path(inspect.getsourcefile(klass)).read_bytes())
+            source = inspect.getsourcefile(klass)
+        except TypeError:
+            source = None
+        if source in seen:
+            continue
+        seen.add(source)
+        try:
+            digest.update(Path(source).read_bytes())
         except (OSError, TypeError):
             digest.update(klass.__qualname__.encode())
+    for path in rule_file_paths(cls):
+        digest.update(str(path).encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
     return digest.hexdigest()[:12]
+
+
+def rule_file_paths(cls: type) -> list[Path]:
+    """The files a class declares in `rule_files`, resolved against its module's folder."""
+    try:
+        folder = Path(inspect.getsourcefile(cls)).parent
+    except TypeError:
+        folder = Path.cwd()
+    return [(folder / name).resolve() for name in getattr(cls, "rule_files", [])]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -456,38 +454,65 @@ class Customer:
         specs = {}
         folder = DATA_DIR / self.name
         for file in sorted(folder.glob("*.json*")) if folder.is_dir() else []:
-            if file.suffix in (".json", ".jsonl"):
+            # a symlink that leads out of data/<client>/ is not served (it could name any file)
+            if file.suffix in (".json", ".jsonl") and file.resolve().is_relative_to(folder.resolve()):
                 specs[file.stem] = DatasetSpec(self.name, file.stem, file, {})
         for name, spec in self.dataset_class.datasets.items():
-            options = {k: v for k, v in spec.items() if k != "path"}
-            specs[name] = DatasetSpec(self.name, name, (ROOT / spec["path"]).resolve(), options)
+            if _declaration_error(spec) is None:  # a broken declaration is listed by customer_errors()
+                options = {k: v for k, v in spec.items() if k != "path"}
+                specs[name] = DatasetSpec(self.name, name, (ROOT / spec["path"]).resolve(), options)
         return specs
+
+
+class CustomerError(UnknownName):
+    """A customer folder whose dataset.py fails to import or defines no dataset class; says why."""
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # a Python package name: never a path
 
 
 def list_customers() -> list[Customer]:
     """Every customers/<name>/dataset.py that defines a ConversationDataset subclass."""
-    return [c for c in (_load_customer(d) for d in sorted(CUSTOMERS_DIR.iterdir())
-                        if (d / "dataset.py").exists()) if c is not None]
+    found = (_customer_or_error(folder) for folder in _customer_folders())
+    return [c for c in found if isinstance(c, Customer)]
 
 
 def customer_errors() -> list[str]:
-    """Customer folders whose dataset.py could not be imported, with the reason."""
+    """Customer folders that cannot be used, with the reason: import errors, no dataset class,
+    dataset declarations without a path."""
     errors = []
-    for folder in sorted(CUSTOMERS_DIR.iterdir()):
-        if (folder / "dataset.py").exists():
-            try:
-                _import_customer(folder.name)
-            except Exception as exc:  # shown on the home page instead of hiding the customer
-                errors.append(f"customers/{folder.name}/dataset.py: {type(exc).__name__}: {exc}")
+    for folder in _customer_folders():
+        found = _customer_or_error(folder)
+        if isinstance(found, str):
+            errors.append(found)
+            continue
+        for name, spec in found.dataset_class.datasets.items():
+            problem = _declaration_error(spec)
+            if problem:
+                errors.append(f"customers/{found.name}/dataset.py: datasets[{name!r}] {problem}")
     return errors
 
 
 def get_customer(name: str) -> Customer:
-    for customer in list_customers():
-        if customer.name == name:
-            return customer
+    """The customer of that folder name; UnknownName lists the known ones, CustomerError says why
+    an existing folder cannot be used (e.g. its dataset.py raises on import)."""
+    folder = CUSTOMERS_DIR / name
+    if _NAME.match(name) and (folder / "dataset.py").is_file():
+        found = _customer_or_error(folder)
+        if isinstance(found, str):
+            raise CustomerError(f"customer {name!r} cannot be loaded: {found}")
+        return found
     known = ", ".join(c.name for c in list_customers()) or "none"
     raise UnknownName(f"unknown customer {name!r}; known customers: {known}")
+
+
+def default_dataset(customer: str) -> str:
+    """Name of the customer's first dataset (its data/<customer>/ files first, then declared ones)."""
+    specs = get_customer(customer).datasets()
+    if not specs:
+        raise UnknownName(f"customer {customer!r} has no dataset: add a file under data/{customer}/ "
+                          f"or declare `datasets` in customers/{customer}/dataset.py")
+    return next(iter(specs))
 
 
 def dataset_spec(key: str) -> DatasetSpec:
@@ -507,18 +532,29 @@ _LOADED_LOCK = threading.Lock()
 
 
 def load_dataset(key: str, *, strict: bool = False) -> ConversationDataset:
-    """Load a named dataset ("shop_zh/demo"); reused in-process until its file changes."""
+    """Load a named dataset ("shop_zh/demo"); reused in-process until its file or a rule file changes."""
     spec = dataset_spec(key)
     if not spec.available:
         raise FileNotFoundError(f"dataset {spec.key}: file {spec.path} not found")
-    st = spec.path.stat()
-    stamp = (st.st_size, st.st_mtime_ns)
+    cls = get_customer(spec.customer).dataset_class
+    stamp = tuple(_stamp(p) for p in [spec.path, *rule_file_paths(cls)])
     with _LOADED_LOCK:
         loaded = _LOADED.get((spec.key, strict))
         if loaded is None or loaded[0] != stamp:  # a changed file replaces the old version
-            cls = get_customer(spec.customer).dataset_class
             loaded = _LOADED[(spec.key, strict)] = (stamp, cls(spec.path, strict=strict, **spec.options))
         return loaded[1]
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _customer_folders() -> list[Path]:
+    return [d for d in sorted(CUSTOMERS_DIR.iterdir()) if _NAME.match(d.name) and (d / "dataset.py").is_file()]
 
 
 def _import_customer(name: str):
@@ -527,24 +563,27 @@ def _import_customer(name: str):
     return importlib.import_module(f"customers.{name}.dataset")
 
 
-def _load_customer(folder: Path) -> Customer | None:
+def _customer_or_error(folder: Path) -> Customer | str:
+    """The folder's Customer, or why it is not one (import error, no class)."""
+    where = f"customers/{folder.name}/dataset.py"
     try:
         module = _import_customer(folder.name)
-    except Exception:
-        return None  # reported by customer_errors()
+    except Exception as exc:  # a client's broken module is reported, never hidden nor fatal
+        return f"{where}: import failed: {type(exc).__name__}: {printable(exc)}"
     classes = [obj for obj in vars(module).values()
                if inspect.isclass(obj) and issubclass(obj, ConversationDataset)
                and obj is not ConversationDataset and obj.__module__ == module.__name__]
-    return Customer(folder.name, folder, classes[0]) if classes else None
+    if not classes:
+        return f"{where}: defines no subclass of core.dataset.ConversationDataset"
+    return Customer(folder.name, folder, classes[0])
 
 
-def __getattr__(name: str):
-    """`core.dataset.RemoteDataset`: the same Dataset interface over the data service (core/remote.py)."""
-    if name == "RemoteDataset":
-        from core.remote import RemoteDataset
-
-        return RemoteDataset
-    raise AttributeError(f"module 'core.dataset' has no attribute {name!r}")
+def _declaration_error(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return f"is a {type(spec).__name__}; expected {{'path': ..., **options}}"
+    if not isinstance(spec.get("path"), str):
+        return "has no 'path' (a file path relative to the repository)"
+    return None
 
 
 def visualise(ds: ConversationDataset) -> dict:
@@ -555,15 +594,21 @@ def visualise(ds: ConversationDataset) -> dict:
 
 
 def overview() -> list[dict]:
-    """One row per customer dataset for the home page: counts, good share, share needing a human."""
+    """One row per customer dataset for the home page: counts, good share, share needing a human.
+
+    A dataset that cannot be loaded, or whose every record is bad, gets an `error` naming why.
+    """
     rows = []
     for customer in list_customers():
         for spec in customer.datasets().values():
             row = {"customer": customer.name, "dataset": spec.key, "language": customer.language}
             try:
-                row.update(load_dataset(spec.key).summary())
-            except (FileNotFoundError, OSError) as exc:
-                row["error"] = str(exc)
+                ds = load_dataset(spec.key)
+                row.update(ds.summary())
+                if not len(ds) and ds.errors:
+                    row["error"] = f"no valid conversation ({len(ds.errors)} bad records); first: {ds.errors[0]}"
+            except Exception as exc:  # one client's failure must not take the home page down
+                row["error"] = printable(exc if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}")
             rows.append(row)
     return rows
 
@@ -600,10 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("dataset")
     plot.add_argument("--html", help="standalone HTML file to write")
     plot.add_argument("--png", help="PNG file to write")
+    new = sub.add_parser("new", help="scaffold a new client: customers/NAME/ and data/NAME/")
+    new.add_argument("name", help="folder name: lower-case letters, digits and _, e.g. outfit_en")
+    new.add_argument("--language", required=True, choices=("zh", "en"), help="main language of the conversations")
+    new.add_argument("--title", help="display name (default: from NAME)")
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.cmd](args)
-    except (UnknownName, FileNotFoundError, BadRecord) as exc:
+    except (UnknownName, FileNotFoundError, BadRecord, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -643,7 +692,16 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-_COMMANDS = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot}
+def _cmd_new(args) -> int:
+    from core.scaffold import new_client, relative
+
+    for path in new_client(args.name, args.language, args.title, customers_dir=CUSTOMERS_DIR, data_dir=DATA_DIR):
+        print(f"wrote {relative(path)}")
+    print(f"next: python -m core.dataset check {args.name}/example   (README: Adding a client)")
+    return 0
+
+
+_COMMANDS = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot, "new": _cmd_new}
 
 if __name__ == "__main__":
     # Run the imported module's main: customer classes subclass core.dataset's class, not __main__'s.

@@ -94,7 +94,7 @@ class RemoteSettings(Strict):
 
 class JobConfig(Strict):
     customer: str = Field(description="customer folder name, e.g. shop_zh")
-    dataset: str = Field("demo", description="dataset name of the customer")
+    dataset: str | None = Field(None, description="dataset name of the customer; None: the customer's first dataset")
     data_url: str | None = Field(None, description="data service URL (python -m core.api); None: read in-process")
     method: Literal["lora", "prompt", "remote"] = Field("lora", description="backend")
     # The embedded model: works with no key, no network and no GPU.
@@ -146,6 +146,10 @@ class Progress:
         self.job_id, self.data = job_id, dict(start or {})
 
     def __call__(self, **fields: Any) -> None:
+        # A new stage before the results exist is a safe place to stop (data loading, tokenising,
+        # the first validation pass can take minutes on a CPU; the trainer checks between steps).
+        if "stage" in fields and fields["stage"] not in ("writing report", "done") and stop_requested(self.job_id):
+            raise JobCancelled(f"cancelled before stage '{fields['stage']}'")
         self.data.update(fields)
         if self.job_id:
             jobs.update(self.job_id, progress=self.data)
@@ -154,12 +158,21 @@ class Progress:
 CANCEL = threading.Event()
 
 
+class JobCancelled(Exception):
+    """Raised between stages when a cancel was asked for."""
+
+
+def stop_requested(job_id: str | None) -> bool:
+    """A SIGTERM arrived, or the job row says 'cancelling' (the flag works even if the signal is lost)."""
+    return CANCEL.is_set() or jobs.stop_flag(job_id)
+
+
 def open_dataset(config: JobConfig) -> tuple[Any, dict]:
     """The dataset (in-process or over HTTP) and its identity for the registry."""
     from core import training
-    from core.dataset import dataset_spec, load_dataset
+    from core.dataset import dataset_spec, default_dataset, load_dataset
 
-    key = f"{config.customer}/{config.dataset}"
+    key = f"{config.customer}/{config.dataset or default_dataset(config.customer)}"
     if config.data_url:
         from core.remote import RemoteDataset
 
@@ -211,7 +224,8 @@ def run(config: JobConfig, job_id: str | None, *, resume: bool = False) -> dict:
     (out_dir / "job.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True,
                                                      sort_keys=False), encoding="utf-8")
     backend = BACKENDS[config.method]()
-    outcome = backend.run(Context(config, examples, out_dir, work_dir, progress, CANCEL.is_set, resume))
+    outcome = backend.run(Context(config, examples, out_dir, work_dir, progress,
+                                  lambda: stop_requested(job_id), resume))
     if outcome.cancelled or not main_rank:
         return {"cancelled": outcome.cancelled}
     wall = time.time() - started
@@ -252,8 +266,14 @@ def register(config: JobConfig, examples: Any, outcome: Any, details: dict, repo
 
 # ---------------------------------------------------------------- jobs
 
-def start(config: JobConfig) -> jobs.Job:
-    """Record the job and run it in a background process (what the Factory page calls)."""
+def start(config: JobConfig, *, checked: bool = False) -> jobs.Job:
+    """Pre-flight, record the job and run it in a background process (what the Factory page calls).
+
+    Raises preflight.PreflightError before any job row exists; `checked`: the caller already ran it."""
+    if not checked:
+        from core import preflight
+
+        preflight.require(preflight.training(config))
     job = jobs.create(KIND, config.name, config.model_dump(mode="json"))
     jobs.spawn(job, ["-m", "core.factory", "run-job", job.id])
     return jobs.get(job.id, check_alive=False)
@@ -277,9 +297,15 @@ def execute(job_id: str, *, resume: bool = False) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: CANCEL.set()) if main_thread else None
     job = jobs.get(job_id, check_alive=False)
+    if job.status == "cancelling":  # cancelled while queued: do not start at all
+        jobs.update(job_id, status="cancelled", error="cancelled before it started")
+        return 3
     jobs.update(job_id, status="running", pid=os.getpid())
     try:
         result = run(make_config(job.config), job_id, resume=resume)
+    except JobCancelled as exc:
+        print(str(exc), flush=True)
+        result = {"cancelled": True}
     except BaseException as exc:  # any failure is recorded, with its log
         text = "".join(traceback.format_exception(exc))
         print(text, file=sys.stderr, flush=True)
@@ -391,8 +417,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "train":
         config = config_from_args(args)
+        from core import preflight
+
+        try:
+            for warning in preflight.require(preflight.training(config)):
+                print(f"warning: {warning}", file=sys.stderr)
+        except preflight.PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if args.background:
-            job = start(config)
+            job = start(config, checked=True)
             print(job.id)
             return 0
         job_id = None

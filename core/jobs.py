@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.paths import ROOT, home_dir
+from core.redact import redact
 from core.store import db, dumps, loads, now, transaction
 
 ACTIVE = ("queued", "running", "cancelling")
@@ -85,7 +86,7 @@ def create(kind: str, name: str, config: dict, *, job_id: str | None = None) -> 
 
 def update(job_id: str, **fields: Any) -> None:
     """Set columns (dicts are stored as JSON) and bump updated_at."""
-    values = {k: dumps(v) if isinstance(v, (dict, list)) else v for k, v in fields.items()}
+    values = {k: dumps(v) if isinstance(v, (dict, list)) else redact(v) for k, v in fields.items()}
     values["updated_at"] = now()
     database = db()
     with transaction(database):
@@ -163,9 +164,9 @@ def refresh() -> None:
 
 
 def spawn(job: Job, args: list[str], env: dict | None = None) -> int:
-    """Start `python <args>` in its own session, output to the job's log; returns the pid."""
+    """Start `python <args>` in its own session, output (redacted) to the job's log; returns the pid."""
     log = open(job.log_path, "ab")
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "core.redact", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
     log.close()
@@ -173,8 +174,20 @@ def spawn(job: Job, args: list[str], env: dict | None = None) -> int:
     return proc.pid
 
 
+def stop_flag(job_id: str | None) -> bool:
+    """True once a cancel was asked for: the row's status is 'cancelling' (checked between steps)."""
+    if not job_id:
+        return False
+    try:
+        row = db().execute("select status from jobs where id = ?", [job_id]).fetchone()
+    except Exception:  # a job run outside the console database
+        return False
+    return bool(row) and row[0] == "cancelling"
+
+
 def cancel(job_id: str) -> Job:
-    """Ask a running job to stop (SIGTERM; it saves a checkpoint and exits); finished jobs are left."""
+    """Ask a running job to stop: status 'cancelling' (a flag the job checks between steps and stages)
+    plus SIGTERM; it saves a checkpoint and exits. Finished jobs are left as they are."""
     job = get(job_id)
     if not job.active:
         return job
@@ -199,4 +212,4 @@ def log_tail(job: Job, lines: int = 20) -> str:
         fh.seek(max(0, fh.tell() - 64_000))
         text = fh.read().decode("utf-8", "replace")
     text = "\n".join(part.rsplit("\r", 1)[-1] for part in text.splitlines())
-    return "\n".join(text.splitlines()[-lines:])
+    return redact("\n".join(text.splitlines()[-lines:]))

@@ -48,6 +48,7 @@ class Completion:
     latency_s: float = 0.0
     cost_usd: float = 0.0
     error: str | None = None
+    tool_calls: list[dict] | None = None  # chat_tools only: [{id, name, arguments}]
 
     @property
     def ok(self) -> bool:
@@ -174,7 +175,9 @@ def policy_text(customer: str | None) -> str:
     """customers/<customer>/prompt.md, or "" when there is none."""
     if not customer:
         return ""
-    path = CUSTOMERS_DIR / customer / "prompt.md"
+    path = (CUSTOMERS_DIR / customer / "prompt.md").resolve()
+    if path.parent.parent != CUSTOMERS_DIR.resolve():  # "../x" or an absolute path: never read outside
+        raise CallError(f"customer must be a customer folder name, got {customer[:80]!r}")
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
 
@@ -442,6 +445,111 @@ def _stream_cost(litellm: Any, target: Target, n_in: int, n_out: int) -> float:
         return float(prompt + completion)
     except Exception:
         return 0.0
+
+
+# ---------------------------------------------------------------- tools (function calling)
+
+TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+def chat_tools(model: str, messages: list[dict], tools: list[dict], *, customer: str | None = None,
+               temperature: float = 0.0, max_tokens: int = 512, timeout: float = 60, seed: int | None = 0,
+               retries: int = 2) -> Completion:
+    """chat() with OpenAI tools; `tool_calls` lists the calls ({id, name, arguments}), [] for a text reply.
+
+    Providers and URLs get native function calling (`tools`); a prompt model or a local model
+    gets the tools in its system prompt and answers <tool_call>{"name": .., "arguments": {..}}</tool_call>.
+    """
+    if _text_protocol(model):
+        done = chat(model, tools_as_text(messages, tools), customer=customer, temperature=temperature,
+                    max_tokens=max_tokens, timeout=timeout, seed=seed, retries=retries)
+        done.tool_calls = parse_tool_calls(done.text) if done.ok else []
+        if done.tool_calls:
+            done.text = TOOL_CALL.sub("", done.text).strip() if TOOL_CALL.search(done.text) else ""
+        return done
+    litellm = _litellm()
+    start = time.perf_counter()
+    target, failed = _prepare(model, messages, None, customer, start)
+    if failed:
+        return failed
+    error = f"timed out after {timeout:g}s"
+    for attempt, left in _attempts(timeout, retries):
+        if attempt:
+            time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+        try:
+            params = _params(target, temperature, max_tokens, timeout - (time.perf_counter() - start), seed)
+            resp = litellm.completion(**params, tools=tools, tool_choice="auto")
+            msg, usage = resp.choices[0].message, getattr(resp, "usage", None)
+            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                     for c in (getattr(msg, "tool_calls", None) or [])]
+            return Completion((msg.content or "").strip(), model, int(getattr(usage, "prompt_tokens", 0) or 0),
+                              int(getattr(usage, "completion_tokens", 0) or 0), time.perf_counter() - start,
+                              _cost(litellm, resp, target), tool_calls=calls)
+        except Exception as exc:
+            error = explain(exc, target, timeout)
+            if not _retryable(exc):
+                break
+    return Completion("", model, latency_s=time.perf_counter() - start, error=error, tool_calls=[])
+
+
+def _text_protocol(model: str) -> bool:
+    """True for models reached through a prompt template or in-process transformers."""
+    if model.startswith(("http://", "https://")):
+        return False
+    from core import registry
+
+    entries, name = registry.load().entries, model
+    for _ in range(6):
+        if name.startswith("local/"):
+            return True
+        entry = entries.get(name)
+        if entry is None:
+            return False
+        if entry.type == "prompt" or entry.access_point.startswith("local/"):
+            return True
+        name = entry.access_point
+    return False
+
+
+def tools_as_text(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Tool schemas in the system prompt, tool calls and results as plain turns."""
+    lines = ["You can call these tools:"]
+    for t in tools:
+        fn = t["function"]
+        args = ", ".join(f"{k} ({v.get('type', 'any')})" for k, v in fn["parameters"]["properties"].items())
+        lines.append(f"- {fn['name']}({args}): {fn['description'].splitlines()[0]}")
+    lines.append('To call one, answer with only <tool_call>{"name": "TOOL", "arguments": {...}}</tool_call>. '
+                 "Otherwise answer the customer.")
+    note = "\n".join(lines)
+    out: list[dict] = []
+    for m in messages:
+        if m["role"] == "tool":
+            out.append({"role": "user", "content": f"Tool result ({m.get('name', '')}): {m.get('content')}"})
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            calls = [f"<tool_call>{json.dumps({'name': c['function']['name'], 'arguments': json.loads(c['function']['arguments'] or '{}')}, ensure_ascii=False)}</tool_call>"
+                     for c in m["tool_calls"]]
+            out.append({"role": "assistant", "content": "\n".join(calls)})
+        else:
+            out.append(dict(m))
+    if out and out[0]["role"] == "system":
+        out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{note}"}
+    else:
+        out.insert(0, {"role": "system", "content": note})
+    return out
+
+
+def parse_tool_calls(text: str) -> list[dict]:
+    """<tool_call>{...}</tool_call> blocks, or a reply that is one JSON object with a name."""
+    blocks = TOOL_CALL.findall(text or "") or ([text.strip()] if (text or "").strip().startswith("{") else [])
+    calls = []
+    for n, block in enumerate(blocks):
+        try:
+            data = json.loads(block)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            calls.append({"id": f"call_{n}", "name": data["name"], "arguments": data.get("arguments") or {}})
+    return calls
 
 
 # ---------------------------------------------------------------- CLI

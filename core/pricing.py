@@ -1,66 +1,51 @@
 """Price tables and the cost of one customer-service session, measured on a client's own data.
 
+    python -m core.pricing daily                          # refresh + README tables + change log (the scheduled job)
     python -m core.pricing refresh                        # fetch LiteLLM's newest cost map (offline: the shipped one)
     python -m core.pricing table --dataset shop_zh/demo   # per-session cost of every candidate and fine-tune
-    python -m core.pricing cheapest                       # 3 cheapest prompt-engineered and fine-tuned options per client
+    python -m core.pricing cheapest                       # 3 cheapest live prompt-engineered and fine-tuned options
     python -m core.pricing readme [--readme README.md]    # rewrite the marked price section of README.md
     python -m core.pricing check                          # validate the price YAML files
 
-Layout: this module holds the price rows, the cost map, the cost arithmetic, the tables and the
-CLI; core/prices/tokens.py measures a dataset's token profile; core/prices/readme.py writes the
-README section.
+Layout (each module imports only those below it; this one sits on top):
+    core/prices/rows.py      the curated price rows (candidates.yaml, finetune.yaml) and local overrides
+    core/prices/costmap.py   LiteLLM's cost map: fetched copy or the shipped one, refresh with fallback
+    core/prices/tokens.py    a dataset's token profile under a model's tokenizer
+    core/prices/costs.py     cost arithmetic, formatting, Prices (rows × map × profiles)
+    core/prices/cheapest.py  the cheapest live options; core/retirement.py: dates and replacements
+    core/prices/readme.py    the README section;  core/prices/daily.py: the daily job and change log
+    core/pricing.py          the page's frames and the CLI (and the public names, re-exported)
 
-Inference prices come from LiteLLM's cost map (read from the JSON file LiteLLM ships, which is
-what `litellm.model_cost` holds offline, without the 8 s `import litellm`; a map fetched by
-`refresh` is preferred). Fine-tuning prices are curated in core/prices/finetune.yaml (they are not
-in LiteLLM's map); candidates in core/prices/candidates.yaml. Users extend both with
-$CSFORGE_HOME/pricing/{candidates,finetune}.local.yaml or $CSFORGE_CANDIDATES / $CSFORGE_FINETUNE:
-a local row replaces the curated row with the same key, other rows are added.
-
-Cost per session (mean over the dataset's sessions; every agent message is one model call):
-    cost = Σ_agent turns (input_tokens × in_price + output_tokens × out_price)
-    input_tokens of a turn = prompt (system + template + few-shot) + all earlier messages
-                             + MESSAGE_OVERHEAD per message + REPLY_PRIMING
-so with A agent turns, H = Σ history tokens and O = Σ output tokens of a session:
-    cost = (A × prompt + H) × in_price + O × out_price.
-Tokens are counted with the target model's tokenizer where one is on disk (OpenAI's o200k and
-DeepSeek's tokenizer ship inside LiteLLM; SmolLM2's under $CSFORGE_HOME/models/), else with
-core.dataset.approx_tokens (1 token per CJK character, 1 per 4 other characters).
+Inference prices come from LiteLLM's cost map; fine-tuning prices are curated in core/prices/finetune.yaml
+(they are not in LiteLLM's map); candidates in core/prices/candidates.yaml. Users extend both with
+$CSFORGE_HOME/pricing/{candidates,finetune}.local.yaml or $CSFORGE_CANDIDATES / $CSFORGE_FINETUNE.
+Cost per session: see core/prices/costs.py. Tokens are counted with the target model's tokenizer where
+one is on disk (OpenAI's o200k and DeepSeek's ship inside LiteLLM), else with core.dataset.approx_tokens.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.paths import ROOT, home_dir, registry_path
-# re-exported: `from core.pricing import dataset_profile, session_cost` is the public cost API
+from core.paths import ROOT, registry_path
+# re-exported: `from core.pricing import ...` is the public price API
+from core.prices.cheapest import cheapest, ranked  # noqa: F401
+from core.prices.costmap import (COST_MAP_URL, FETCH_TIMEOUT_S, CostMap, Refresh, last_refresh,  # noqa: F401
+                                 load_cost_map, refresh_cost_map)
+from core.prices.costs import (DEFAULT_EPOCHS, DEFAULT_FEWSHOT, Prices, SessionCost, fmt_price, fmt_usd,  # noqa: F401
+                               retiring_soon, session_cost, status, training_cost)
+from core.prices.rows import (CANDIDATES_FILE, FINETUNE_FILE, PRICES_DIR, RESEARCH_FILE, CandidateRow,  # noqa: F401
+                              FinetuneRow, PriceFileError, load_candidates, load_finetune)
 from core.prices.tokens import (MESSAGE_OVERHEAD, REPLY_PRIMING, TokenProfile, conversation_tokens,  # noqa: F401
                                 counter, dataset_profile, litellm_dir, open_dataset, system_prompt, tokenizer_for)
 
 if TYPE_CHECKING:  # heavy imports stay out of `import core.pricing`
     import pandas as pd
 
-
-PRICES_DIR = Path(__file__).resolve().parent / "prices"
-CANDIDATES_FILE = PRICES_DIR / "candidates.yaml"
-FINETUNE_FILE = PRICES_DIR / "finetune.yaml"
-RESEARCH_FILE = PRICES_DIR / "RESEARCH.md"
-# LiteLLM's own default (litellm.model_cost_map_url); LiteLLM honours the same variable.
-COST_MAP_URL = os.environ.get(
-    "LITELLM_MODEL_COST_MAP_URL",
-    "https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json")
-FETCH_TIMEOUT_S = 5  # a refresh must not hang a page or a cron job; the map is ~3 MB
-DEFAULT_FEWSHOT = 2  # example sessions a prompt-engineered agent carries in its prompt
 # What the Costs page says under its token statistics.
 METHOD_NOTE = ("Every agent message is one model call. Its input is the prompt (system prompt + template + few-shot "
                "example sessions) plus every earlier message of the session with a few tokens of chat formatting "
@@ -68,362 +53,6 @@ METHOD_NOTE = ("Every agent message is one model call. Its input is the prompt (
                "price + output tokens × output price), averaged over the dataset's sessions. Tokens are counted "
                "with the model's own tokenizer where one is on disk (o200k for OpenAI, DeepSeek's), else as "
                "1 token per Chinese/Japanese/Korean character + 1 per 4 other characters (approx).")
-DEFAULT_EPOCHS = 3  # OpenAI's "auto" picks 3 for datasets of a few hundred examples; Together/Fireworks default too
-
-
-# ------------------------------------------------------------------------------ price rows
-class CandidateRow(BaseModel):
-    """A model worth running as the agent; prices come from LiteLLM's map unless given here."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str
-    model: str  # display name
-    litellm_model: str  # key in LiteLLM's cost map, also the access point
-    finetunable: bool = False
-    note: str = ""
-    input_per_1m: float | None = Field(None, ge=0)  # only for models missing from the map
-    output_per_1m: float | None = Field(None, ge=0)
-    source: str | None = None  # evidence for manual prices
-    source_date: date | None = None
-    retires: date | None = None  # overrides the map's deprecation_date
-
-
-class FinetuneRow(BaseModel):
-    """One way to fine-tune: training price and the tuned model's price, with evidence."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str
-    model: str
-    method: Literal["supervised", "lora", "full"]
-    train_per_1m: float | None = Field(ge=0)  # null: no public price (the note says why)
-    infer_input_per_1m: float | None = Field(ge=0)  # tuned model, per token; null when not public
-    infer_output_per_1m: float | None = Field(ge=0)
-    litellm_model: str | None = None
-    source: str
-    source_date: date
-    note: str = ""
-    retires: date | None = None  # base model and its fine-tunes shut down
-    dedicated_gpu: str | None = None  # tuned model served only on a dedicated endpoint
-    dedicated_usd_per_hour: float | None = Field(None, ge=0)
-
-
-class _PriceFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    updated: date | None = None
-    checked_with: str | None = None
-
-
-class PriceFileError(ValueError):
-    """A price YAML that does not validate; the message names the file, the row and the field."""
-
-
-def _read_rows(path: Path, row_type: type[BaseModel]) -> tuple[_PriceFile, list]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise PriceFileError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rows", []), list):
-        raise PriceFileError(f"{path}: expected a mapping with a list under 'rows'")
-    errors, rows = [], []
-    try:
-        head = _PriceFile.model_validate({k: v for k, v in data.items() if k != "rows"})
-    except ValidationError as exc:
-        raise PriceFileError(f"{path}: {_describe(exc)}") from None
-    for i, raw in enumerate(data.get("rows") or []):
-        label = f"({raw.get('provider', '?')} {raw.get('model', '?')})" if isinstance(raw, dict) else ""
-        try:
-            rows.append(row_type.model_validate(raw))
-        except ValidationError as exc:
-            errors.append(f"{path}: rows[{i}] {label}: {_describe(exc)}")
-    if errors:
-        raise PriceFileError("\n".join(errors))
-    return head, rows
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(f"field '{'.'.join(map(str, e['loc'])) or 'row'}': {e['msg']}" for e in error.errors())
-
-
-def _local_file(env: str, name: str) -> Path | None:
-    path = Path(os.environ[env]) if os.environ.get(env) else home_dir("pricing") / name
-    return path if path.exists() else None
-
-
-def _merged(curated: Path, env: str, local_name: str, row_type, key: Callable) -> tuple[_PriceFile, list]:
-    head, rows = _read_rows(curated, row_type)
-    local = _local_file(env, local_name)
-    if local is not None:
-        by_key = {key(r): i for i, r in enumerate(rows)}
-        for row in _read_rows(local, row_type)[1]:
-            if key(row) in by_key:
-                rows[by_key[key(row)]] = row
-            else:
-                rows.append(row)
-    return head, rows
-
-
-def load_candidates() -> tuple[_PriceFile, list[CandidateRow]]:
-    """Curated inference candidates merged with the user's local file (same litellm_model replaces)."""
-    return _merged(CANDIDATES_FILE, "CSFORGE_CANDIDATES", "candidates.local.yaml", CandidateRow,
-                   lambda r: r.litellm_model)
-
-
-def load_finetune() -> tuple[_PriceFile, list[FinetuneRow]]:
-    """Curated fine-tuning prices merged with the user's local file (same provider/model/method replaces)."""
-    return _merged(FINETUNE_FILE, "CSFORGE_FINETUNE", "finetune.local.yaml", FinetuneRow,
-                   lambda r: (r.provider, r.model, r.method))
-
-
-# ------------------------------------------------------------------------------ LiteLLM cost map
-@dataclass
-class CostMap:
-    """LiteLLM's model → price map and where it came from."""
-
-    models: dict[str, dict]
-    source: str  # one line for people: which map, from where, when
-    fetched: date | None  # None: the copy shipped with the installed litellm
-
-    def prices(self, model: str) -> tuple[float, float] | None:
-        """(input, output) USD per 1M tokens, or None when the map lacks the model."""
-        entry = self.models.get(model)
-        if not entry or entry.get("input_cost_per_token") is None:
-            return None
-        # rounded: 1e-07 * 1e6 is 0.09999999999999999 in floats; prices have at most 6 decimals per 1M
-        return (round(entry["input_cost_per_token"] * 1e6, 6),
-                round((entry.get("output_cost_per_token") or 0.0) * 1e6, 6))
-
-    def lookup(self, access_point: str) -> tuple[float, float] | None:
-        """Prices of a registry access point: exact key, else the base of an OpenAI fine-tune
-        ("ft:gpt-4o-mini-2024-07-18:org::id" → "ft:gpt-4o-mini-2024-07-18"); local models cost nothing per token."""
-        if access_point.startswith("local/"):
-            return 0.0, 0.0
-        found = self.prices(access_point)
-        if found is None and access_point.startswith("ft:"):
-            found = self.prices(":".join(access_point.split(":")[:2]))
-        return found
-
-    def deprecation(self, model: str) -> date | None:
-        raw = (self.models.get(model) or {}).get("deprecation_date")
-        try:
-            return date.fromisoformat(str(raw)) if raw else None
-        except ValueError:
-            return None
-
-
-def _litellm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("litellm")
-    except PackageNotFoundError:
-        return "?"
-
-
-def _stored_map() -> tuple[Path, Path]:
-    folder = home_dir("pricing")
-    return folder / "model_cost_map.json", folder / "model_cost_map.meta.json"
-
-
-@lru_cache(maxsize=1)
-def _shipped_models() -> dict:
-    folder = litellm_dir()
-    backup = folder / "model_prices_and_context_window_backup.json" if folder else None
-    if backup and backup.exists():
-        return json.loads(backup.read_text(encoding="utf-8"))
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch on import
-    import litellm  # the file moved: ask litellm itself (slow import, so only here)
-
-    return dict(litellm.model_cost)
-
-
-def load_cost_map() -> CostMap:
-    """The map fetched by `refresh` if there is one, else the one shipped with litellm."""
-    data_file, meta_file = _stored_map()
-    if data_file.exists() and meta_file.exists():
-        try:
-            meta = json.loads(meta_file.read_text())
-            models = json.loads(data_file.read_text())
-            fetched = datetime.fromisoformat(meta["fetched_at"])
-            return CostMap(models, f"LiteLLM cost map fetched {fetched:%Y-%m-%d %H:%M} UTC from {meta['url']}",
-                           fetched.date())
-        except (ValueError, KeyError, OSError):
-            pass  # a damaged copy: fall back to the shipped map below
-    return CostMap(_shipped_models(), f"LiteLLM cost map shipped with litellm {_litellm_version()} (offline copy)",
-                   None)
-
-
-def _fetch(url: str, timeout: float) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (fixed https URL)
-        return resp.read()
-
-
-def refresh_cost_map(url: str = COST_MAP_URL, timeout: float = FETCH_TIMEOUT_S,
-                     fetch: Callable[[str, float], bytes] | None = None) -> tuple[CostMap, str]:
-    """Fetch the newest map and store it with its fetch date; offline, keep what we have and say so."""
-    try:
-        models = json.loads((fetch or _fetch)(url, timeout))
-        if not isinstance(models, dict) or len(models) < 100:
-            raise ValueError(f"not a cost map ({len(models) if isinstance(models, dict) else type(models).__name__})")
-    except Exception as exc:  # offline, timeout, HTTP error, garbage: all mean "use what we have"
-        current = load_cost_map()
-        return current, (f"could not fetch the newest LiteLLM cost map from {url} ({type(exc).__name__}: {exc}); "
-                         f"using the {current.source}")
-    data_file, meta_file = _stored_map()
-    now = datetime.now(timezone.utc)
-    data_file.write_text(json.dumps(models))
-    meta_file.write_text(json.dumps({"fetched_at": now.isoformat(timespec="seconds"), "url": url,
-                                     "entries": len(models)}))
-    current = load_cost_map()
-    return current, f"fetched {len(models)} entries; using the {current.source}"
-
-
-# ------------------------------------------------------------------------------ cost arithmetic
-@dataclass(frozen=True)
-class SessionCost:
-    """Mean cost of one session and the arithmetic behind it."""
-
-    usd: float
-    agent_turns: float
-    prompt_tokens: float
-    history_tokens: float
-    output_tokens: float
-    in_per_1m: float
-    out_per_1m: float
-
-    @property
-    def input_tokens(self) -> float:
-        return self.agent_turns * self.prompt_tokens + self.history_tokens
-
-    def explain(self) -> str:
-        return (f"({self.agent_turns:.2f} turns × {self.prompt_tokens:,.0f} prompt + {self.history_tokens:,.0f} history)"
-                f" = {self.input_tokens:,.0f} in × ${fmt_price(self.in_per_1m)}/1M + {self.output_tokens:,.0f} out"
-                f" × ${fmt_price(self.out_per_1m)}/1M = {fmt_usd(self.usd)}")
-
-
-def session_cost(profile: TokenProfile, in_per_1m: float, out_per_1m: float, *, fewshot: int = 0,
-                 template_tokens: int = 0) -> SessionCost:
-    """Σ over agent turns of (prompt + history) × input price + output × output price, per session."""
-    prompt = profile.prompt_tokens(fewshot, template_tokens)
-    inputs = profile.agent_turns * prompt + profile.history_tokens
-    usd = (inputs * in_per_1m + profile.output_tokens * out_per_1m) / 1e6
-    return SessionCost(usd, profile.agent_turns, prompt, profile.history_tokens, profile.output_tokens,
-                       in_per_1m, out_per_1m)
-
-
-def training_cost(profile: TokenProfile, train_per_1m: float, epochs: int = DEFAULT_EPOCHS,
-                  good_only: bool = False) -> float:
-    """One-off training cost: training tokens × epochs × price."""
-    return profile.training_tokens(good_only) * epochs * train_per_1m / 1e6
-
-
-def fmt_usd(x: float | None) -> str:
-    """Three significant digits without scientific notation ($0.000123, $1.23, $1,234.00)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if x == 0:
-        return "$0"
-    if x >= 1:
-        return f"${x:,.2f}"
-    return f"${x:.{max(2, 2 - math.floor(math.log10(x)))}f}"
-
-
-def fmt_price(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2f}" if abs(p - round(p, 2)) < 1e-9 else f"{p:.4f}".rstrip("0")
-
-
-def status(retires: date | None, today: date | None = None) -> str:
-    today = today or datetime.now(timezone.utc).date()
-    if retires is None:
-        return "active"
-    return f"retired {retires}" if retires <= today else f"retires {retires}"
-
-
-# ------------------------------------------------------------------------------ tables
-@dataclass
-class Prices:
-    """Everything the tables need, loaded once: candidates, fine-tuning rows and the cost map."""
-
-    candidates: list[CandidateRow]
-    finetune: list[FinetuneRow]
-    cost_map: CostMap
-    map_date: date | None  # source date of map prices: fetch date, else the date the curated list was checked
-    checked_with: str | None = None
-    profiles: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls) -> "Prices":
-        head, candidates = load_candidates()
-        _, finetune = load_finetune()
-        cost_map = load_cost_map()
-        return cls(candidates, finetune, cost_map, cost_map.fetched or head.updated, head.checked_with)
-
-    def profile(self, key: str, tokenizer: str) -> TokenProfile:
-        if (key, tokenizer) not in self.profiles:
-            self.profiles[(key, tokenizer)] = dataset_profile(key, tokenizer)
-        return self.profiles[(key, tokenizer)]
-
-    def candidate_prices(self, row: CandidateRow) -> tuple[float | None, float | None, str, date | None]:
-        """(in, out, evidence source, source date): the row's own prices, else the map's."""
-        if row.input_per_1m is not None and row.output_per_1m is not None:
-            return row.input_per_1m, row.output_per_1m, row.source or "local price file", row.source_date
-        found = self.cost_map.prices(row.litellm_model)
-        if found is None:
-            return None, None, "not in the LiteLLM map", None
-        return found[0], found[1], COST_MAP_URL, self.map_date
-
-    def inference_rows(self, key: str | None, fewshot: int = DEFAULT_FEWSHOT, today: date | None = None) -> list[dict]:
-        """One dict per candidate: prices, status, and the mean per-session cost on dataset `key`."""
-        out = []
-        for row in self.candidates:
-            p_in, p_out, source, source_date = self.candidate_prices(row)
-            tok = tokenizer_for(row.litellm_model)
-            cost = None
-            if key and p_in is not None:
-                cost = session_cost(self.profile(key, tok), p_in, p_out, fewshot=fewshot)
-            out.append({"provider": row.provider, "model": row.model, "litellm_model": row.litellm_model,
-                        "finetunable": row.finetunable, "in_per_1m": p_in, "out_per_1m": p_out,
-                        "status": status(row.retires or self.cost_map.deprecation(row.litellm_model), today),
-                        "tokenizer": tok, "cost": cost, "source": source, "source_date": source_date,
-                        "note": row.note})
-        return out
-
-    def finetune_rows(self, key: str | None, epochs: int = DEFAULT_EPOCHS, good_only: bool = False,
-                      today: date | None = None) -> list[dict]:
-        """One dict per fine-tuning row: one-off training cost and tuned per-session cost on `key`."""
-        out = []
-        for row in self.finetune:
-            tok = tokenizer_for(row.litellm_model or row.model)
-            prof = self.profile(key, tok) if key else None
-            train = training_cost(prof, row.train_per_1m, epochs, good_only) if prof and row.train_per_1m is not None else None
-            cost = None
-            if prof and row.infer_input_per_1m is not None and row.infer_output_per_1m is not None:
-                cost = session_cost(prof, row.infer_input_per_1m, row.infer_output_per_1m)  # learned: no few-shot
-            serving = _serving(row)
-            out.append({"provider": row.provider, "model": row.model, "method": row.method,
-                        "train_per_1m": row.train_per_1m, "in_per_1m": row.infer_input_per_1m,
-                        "out_per_1m": row.infer_output_per_1m, "tokenizer": tok,
-                        "training_tokens": prof.training_tokens(good_only) if prof else None, "epochs": epochs,
-                        "training_cost": train, "cost": cost, "serving": serving,
-                        "dedicated_usd_per_hour": row.dedicated_usd_per_hour,
-                        "status": status(row.retires, today), "source": row.source,
-                        "source_date": row.source_date, "note": row.note})
-        return out
-
-
-def _serving(row: FinetuneRow) -> str:
-    """How the tuned model is billed: per token, per GPU-hour on a dedicated endpoint, or unknown."""
-    if row.infer_input_per_1m is not None:
-        return "per token"
-    if row.dedicated_usd_per_hour:
-        return f"dedicated {row.dedicated_gpu or 'GPU'} ${row.dedicated_usd_per_hour:.2f}/h"
-    return "dedicated endpoint (price not public)" if "edicated" in row.note else "not public"
 
 
 def inference_frame(prices: Prices, key: str, fewshot: int = DEFAULT_FEWSHOT) -> "pd.DataFrame":
@@ -570,32 +199,6 @@ def _registry_entries() -> list[dict]:
     return [e for e in items or [] if isinstance(e, dict) and e.get("name")]
 
 
-# ------------------------------------------------------------------------------ cheapest options
-def cheapest(prices: Prices, key: str, n: int = 3, fewshot: int = DEFAULT_FEWSHOT,
-             epochs: int = DEFAULT_EPOCHS) -> dict[str, list[str]]:
-    """The n cheapest prompt-engineered and fine-tuned options on a dataset, each with its arithmetic."""
-    live = [r for r in prices.inference_rows(key, fewshot) if r["cost"] and not r["status"].startswith("retired")]
-    live.sort(key=lambda r: r["cost"].usd)
-    prompt = [f"{r['model']} ({r['litellm_model']}, {r['tokenizer']} tokens): {r['cost'].explain()}" for r in live[:n]]
-    ft_rows = [r for r in prices.finetune_rows(key, epochs) if not r["status"].startswith("retired")]
-    per_token = sorted((r for r in ft_rows if r["cost"]), key=lambda r: (r["cost"].usd, r["training_cost"] or 0))
-    dedicated = sorted((r for r in ft_rows if not r["cost"] and r["training_cost"] is not None),
-                       key=lambda r: r["training_cost"])
-    tuned = []
-    for r in per_token[:n]:
-        tuned.append(f"{r['provider']} {r['model']} ({r['method']}): training {r['training_tokens']:,.0f} tokens × "
-                     f"{epochs} epochs × ${fmt_price(r['train_per_1m'])}/1M = {fmt_usd(r['training_cost'])} once; "
-                     f"per session {r['cost'].explain()}")
-    best = per_token[0]["cost"].usd if per_token else None
-    for r in dedicated[: n - len(tuned)]:
-        line = (f"{r['provider']} {r['model']} ({r['method']}): training {r['training_tokens']:,.0f} tokens × {epochs} "
-                f"epochs × ${fmt_price(r['train_per_1m'])}/1M = {fmt_usd(r['training_cost'])} once; serving: {r['serving']}")
-        if r["dedicated_usd_per_hour"] and best:
-            line += (f" → beats the cheapest per-token fine-tune only above "
-                     f"${r['dedicated_usd_per_hour']:.2f}/h ÷ {fmt_usd(best)} = "
-                     f"{r['dedicated_usd_per_hour'] / best:,.0f} sessions/hour")
-        tuned.append(line)
-    return {"prompt": prompt, "finetune": tuned}
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -604,27 +207,33 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m core.pricing", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("refresh", help="fetch LiteLLM's newest cost map; offline, keep the shipped one")
+    sub.add_parser("refresh", help="fetch LiteLLM's newest cost map; offline, keep the one we have")
     sub.add_parser("check", help="validate the price YAML files")
     table = sub.add_parser("table", help="per-session cost of every candidate and fine-tune on a dataset")
     table.add_argument("--dataset", default="twitter_care/dev")
     table.add_argument("--fewshot", type=int, default=DEFAULT_FEWSHOT)
     table.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
-    cheap = sub.add_parser("cheapest", help="3 cheapest prompt-engineered and fine-tuned options per client")
+    cheap = sub.add_parser("cheapest", help="3 cheapest live prompt-engineered and fine-tuned options per client")
     cheap.add_argument("--n", type=int, default=3)
     readme = sub.add_parser("readme", help="rewrite the price section of README.md between its markers")
     readme.add_argument("--readme", default=str(ROOT / "README.md"))
+    daily = sub.add_parser("daily", help="refresh the cost map, regenerate the README tables, log what changed")
+    daily.add_argument("--readme", default=str(ROOT / "README.md"))
+    daily.add_argument("--changes", default=None, help="change log (default core/prices/CHANGES.md)")
+    daily.add_argument("--state", default=None, help="snapshot of the last logged run (default core/prices/state.json)")
+    daily.add_argument("--url", default=None, help="cost map URL (default $LITELLM_MODEL_COST_MAP_URL or LiteLLM's)")
+    daily.add_argument("--require-fetch", action="store_true",
+                       help="exit 3 and write nothing when the fetch fails (for CI; offline use falls back)")
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.cmd](args)
-    except (PriceFileError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (PriceFileError, ValueError, FileNotFoundError, KeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
 def _cmd_refresh(args) -> int:
-    _, message = refresh_cost_map()
-    print(message)
+    print(refresh_cost_map().message)
     return 0
 
 
@@ -661,34 +270,51 @@ def _cmd_table(args) -> int:
 def _cmd_cheapest(args) -> int:
     prices = Prices.load()
     print(prices.cost_map.source)
+    ignored: list[str] = []
     for customer, keys in available_datasets().items():
         if not keys:
             print(f"\n{customer}: no dataset file available")
             continue
         options = cheapest(prices, keys[0], args.n)
+        ignored = options["ignored"]
         print(f"\n{customer} (dataset {keys[0]})\n  prompt-engineered agent:")
         for i, line in enumerate(options["prompt"], 1):
             print(f"    {i}. {line}")
         print("  fine-tuned agent:")
         for i, line in enumerate(options["finetune"], 1):
             print(f"    {i}. {line}")
+    if ignored:
+        print(f"\nLeft out (retired or retiring within 30 days): {', '.join(ignored)}")
     return 0
 
 
 def _cmd_readme(args) -> int:
+    from core.prices.readme import find_markers, readme_section, update_readme
+
     path = Path(args.readme)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found")
-    from core.prices.readme import find_markers, readme_section, update_readme
-
     find_markers(path)  # fail fast, before measuring the datasets
     changed = update_readme(path, readme_section(Prices.load()))
     print(f"{path}: price tables {'rewritten' if changed else 'unchanged (already current)'}")
     return 0
 
 
+def _cmd_daily(args) -> int:
+    from core.prices import daily
+
+    path = Path(args.readme)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    report = daily.run_daily(path, Path(args.changes) if args.changes else daily.CHANGES_FILE,
+                             Path(args.state) if args.state else daily.STATE_FILE, daily.PROFILES_FILE,
+                             url=args.url, require_fetch=args.require_fetch)
+    print("\n".join(report.lines()))
+    return 3 if report.aborted else 0
+
+
 _COMMANDS = {"refresh": _cmd_refresh, "check": _cmd_check, "table": _cmd_table, "cheapest": _cmd_cheapest,
-             "readme": _cmd_readme}
+             "readme": _cmd_readme, "daily": _cmd_daily}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -408,6 +408,10 @@ def _cli_validate() -> int:
         if e.type in ("prompt", "finetune") and e.base_model not in reg.entries and "/" not in e.base_model:
             print(f"{reg.path.name}: entry '{e.name}': field 'base_model': '{e.base_model}' is not in the registry")
             reg.errors.append(e.name)
+    from core.retirement import registry_warnings  # retiring models: a warning, not a problem
+
+    for line in registry_warnings(reg.entries.values()):
+        print(f"warning: {line}")
     print(f"{len(reg.entries)} entries, {len(reg.errors)} problems")
     return 1 if reg.errors else 0
 

@@ -23,7 +23,8 @@ from requests.adapters import HTTPAdapter
 from torch.utils.data import Dataset
 from urllib3.util.retry import Retry
 
-from core.dataset import RecordError, Sample
+from core.records import RecordError, Sample
+from core.redact import redact
 
 API = "/api/v1"
 PAGE = 10_000  # the service's largest page of labels (core.api.MAX_LABELS)
@@ -122,6 +123,8 @@ class RemoteDataset(Dataset):
         """One keep-alive session per process (DataLoader workers fork and get their own)."""
         if self._session is None or self._pid != os.getpid():
             session = requests.Session()
+            if os.environ.get("CSFORGE_SERVE_TOKEN"):  # the service's optional bearer token (core.guard)
+                session.headers["Authorization"] = f"Bearer {os.environ['CSFORGE_SERVE_TOKEN']}"
             retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
                           allowed_methods=("GET",), raise_on_status=False)
             session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
@@ -134,14 +137,14 @@ class RemoteDataset(Dataset):
         try:
             resp = self.session.get(url, params=params, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise RemoteDataError(f"{url}: cannot reach the data service: {exc}") from exc
+            raise RemoteDataError(redact(f"{url}: cannot reach the data service: {exc}")) from exc
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status_code != 200 or not isinstance(body, dict):
             message = body.get("message") if isinstance(body, dict) else resp.text[:200]
-            raise RemoteDataError(f"{resp.url}: HTTP {resp.status_code}: {message}")
+            raise RemoteDataError(redact(f"{resp.url}: HTTP {resp.status_code}: {message}"))
         return body
 
     def __getstate__(self) -> dict:  # sessions do not cross process boundaries (DataLoader workers)

@@ -19,10 +19,12 @@ role "context" so it travels with the session and its export.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+from core.redact import redact
 from core.store import db, dumps, loads, now, transaction
 
 FLAG_CATEGORIES = [
@@ -83,14 +85,19 @@ class Session:
 
     @property
     def label(self) -> str:
-        """One line for a picker: title · models · customer · rating."""
+        """One line for a picker: title · models · customer · rating · short id (labels never collide)."""
         stars = f" · {'★' * self.rating}" if self.rating else ""
         who = f" · {self.customer}" if self.customer else ""
-        return f"{self.title} · {' vs '.join(self.models)}{who}{stars}"
+        return f"{self.title} · {' vs '.join(self.models)}{who}{stars} · #{self.id[:6]}"
 
 
 def _id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def default_title(tester: str, t: float) -> str:
+    """A session's name when none is given: who and when (UTC), e.g. 'ana · 2026-11-29 11:40'."""
+    return f"{tester.strip() or 'anonymous'} · {time.strftime('%Y-%m-%d %H:%M', time.gmtime(t))}"
 
 
 # ---------------------------------------------------------------- sessions
@@ -103,7 +110,7 @@ def create_session(models: list[str], customer: str | None = None, tester: str =
         raise SandboxError("pick one model, or two different models to compare")
     t = now()
     row = {"id": _id(), "models": dumps(models), "customer": customer or None,
-           "title": title or "untitled", "rating": None, "tester": tester or "", "created_at": t,
+           "title": title.strip() or default_title(tester, t), "rating": None, "tester": tester or "", "created_at": t,
            "updated_at": t}
     database = db()
     with transaction(database):
@@ -150,16 +157,19 @@ def rate(session_id: str, rating: int) -> None:
 def _message_row(session_id: str, seq: int, role: str, content: str, model: str | None = None,
                  completion: Any = None) -> dict:
     row = {"id": _id(), "session_id": session_id, "model": model, "seq": seq, "role": role,
-           "content": content, "latency_s": 0.0, "input_tokens": 0, "output_tokens": 0,
+           "content": redact(content), "latency_s": 0.0, "input_tokens": 0, "output_tokens": 0,
            "cost_usd": 0.0, "error": None, "created_at": now()}
     if completion is not None:
         row.update(latency_s=completion.latency_s, input_tokens=completion.input_tokens,
                    output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
-                   error=completion.error)
+                   error=redact(completion.error))
     return row
 
 
 def _next_seq(database: Any, session_id: str) -> int:
+    """The next number, read under the write lock: BEGIN IMMEDIATE makes read + insert one step."""
+    if not database.conn.in_transaction:
+        database.execute("BEGIN IMMEDIATE")
     row = database.execute("select coalesce(max(seq), 0) from sandbox_messages where session_id = ?",
                            [session_id]).fetchone()
     return int(row[0]) + 1
@@ -180,12 +190,21 @@ def add_message(session_id: str, role: str, content: str, model: str | None = No
 
 
 def add_user_message(session_id: str, text: str) -> Message:
+    """Store a tester's message; a blank one is refused (it would only waste a model call)."""
+    if not (text or "").strip():
+        raise SandboxError("the message is empty: type something to send")
+    return add_message(session_id, "user", text.strip())
+
+
+def pending(session_id: str) -> dict[str, Message]:
+    """model -> the last user message it has not answered (e.g. the page switched mid-call)."""
     session = get_session(session_id)
-    if session.title == "untitled":  # the first question names the session in the picker
-        database = db()
-        with transaction(database):
-            database["sandbox_sessions"].update(session_id, {"title": text.strip()[:60] or "untitled"})
-    return add_message(session_id, "user", text)
+    msgs = messages(session_id)
+    last_user = next((m for m in reversed(msgs) if m.role == "user"), None)
+    if last_user is None:
+        return {}
+    answered = {m.model for m in msgs if m.role == "assistant" and m.seq > last_user.seq}
+    return {model: last_user for model in session.models if model not in answered}
 
 
 def add_reply(session_id: str, model: str, completion: Any) -> Message:
@@ -216,17 +235,11 @@ def history(session_id: str, model: str) -> list[dict]:
 
 
 def ask(session_id: str, text: str, **call: Any) -> list[Message]:
-    """Store the user's message, call every model of the session, store and return the replies."""
-    from core import llm
+    """Store the user's message, call every model of the session at once, store and return the replies."""
+    from core.sandbox_replies import reply
 
-    session = get_session(session_id)
     add_user_message(session_id, text)
-    replies = []
-    for model in session.models:
-        completion = llm.chat(model, history(session_id, model), context=session.context,
-                              customer=session.customer, **call)
-        replies.append(add_reply(session_id, model, completion))
-    return replies
+    return reply(session_id, **call)
 
 
 # ---------------------------------------------------------------- flags

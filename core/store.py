@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import sqlite_utils
 
 from core.paths import home
+from core.redact import redact_obj
 
 SCHEMA: dict[str, dict[str, Any]] = {
     # Background work started from a page or the CLI (training jobs, eval runs).
@@ -104,8 +105,8 @@ def now() -> float:
 
 
 def dumps(value: Any) -> str:
-    """JSON for TEXT columns; keeps Chinese readable in the file."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """JSON for TEXT columns, secrets redacted (core.redact); keeps Chinese readable in the file."""
+    return json.dumps(redact_obj(value), ensure_ascii=False, default=str)
 
 
 def loads(text: str | None, default: Any = None) -> Any:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import factory, jobs
+from core import factory, jobs, retirement
 from core.factory import JobConfig, LoraSettings, PromptSettings, RemoteSettings
 from core.ui import pick_dataset
 
@@ -46,6 +46,27 @@ def open_in(page: str, model: str) -> None:
         st.info(f"{page} is not there yet; the model is selected for it ({model}).")
 
 
+def launch(values: dict) -> None:
+    """Pre-flight (refused with the reason and the fix), then start the job in the background."""
+    from core import preflight
+
+    try:
+        config = factory.make_config(values)
+        with st.spinner("Checking the launch (model, data, token budget)…"):
+            problems = preflight.training(config)
+        for p in problems:
+            (st.error if p.severity == "error" else st.warning)(f"{p.what}\n\n**Fix:** {p.fix}")
+        if any(p.severity == "error" for p in problems):
+            st.error("Not launched: fix the problems above.")
+            return
+        job = factory.start(config, checked=True)
+    except Exception as exc:  # a bad value is shown, not a crashed page
+        st.error(f"Could not start: {exc}")
+    else:
+        st.session_state["factory_job"] = job.id
+        st.success(f"Started job {job.id} ({job.name}); follow it on the Jobs tab.")
+
+
 models_tab, train_tab, jobs_tab = st.tabs(["Models", "Train", "Jobs"])
 
 # ---------------------------------------------------------------- registry
@@ -55,6 +76,7 @@ with models_tab:
     reg = registry.load()
     for error in reg.errors:
         st.warning(error)
+    retirement.show(reg.entries.values())  # retiring models: date + replacement
     table = pd.DataFrame([{"name": e.name, "type": e.type, "customer": e.customer or "", "base": e.base_model,
                            "access point": e.access_point, "status": e.status or "",
                            "epochs": (e.training or {}).get("epochs", {}).get("value"),
@@ -146,13 +168,7 @@ with train_tab:
                       "prompt": {"few_shot": few},
                       "remote": {"base_url": base_url or None, "api_key_env": key_env,
                                  "provider_model": provider_model or None, "access_prefix": prefix or None}}
-            try:
-                job = factory.start(factory.make_config(values))
-            except Exception as exc:  # a bad value is shown, not a crashed page
-                st.error(f"Could not start: {exc}")
-            else:
-                st.session_state["factory_job"] = job.id
-                st.success(f"Started job {job.id} ({job.name}); follow it on the Jobs tab.")
+            launch(values)
 
 
 # ---------------------------------------------------------------- jobs
@@ -170,22 +186,36 @@ def job_panel(job: jobs.Job) -> None:
     curves = [{"step": s, "loss": v, "curve": k} for k in ("train", "val") for s, v in p.get(k) or []]
     if curves:
         st.line_chart(pd.DataFrame(curves), x="step", y="loss", color="curve", height=220)
+    if job.status == "cancelling":
+        st.info("Cancelling: the job stops at its next step and keeps a checkpoint.", icon="⏳")
+    if job.error and job.status == "failed":  # the reason once; the traceback and log folded away
+        st.error(job.error.split("\n", 1)[0][:500])
     tail = jobs.log_tail(job, 15)
     if tail:
-        st.code(tail, language=None)
-    if job.error and job.status == "failed":
-        st.error(job.error[:2000])
+        with st.expander("Log tail", expanded=job.active):
+            st.code(tail, language=None)
     buttons = st.columns(4)
-    if job.active and buttons[0].button("Cancel", key=f"cancel_{job.id}"):
+    if job.status in ("queued", "running") and buttons[0].button("Cancel", key=f"cancel_{job.id}"):
         jobs.cancel(job.id)
         st.rerun()
-    if job.status in ("failed", "cancelled") and buttons[1].button("Resume", key=f"resume_{job.id}"):
+    if resumable(job) and buttons[1].button("Resume", key=f"resume_{job.id}"):
         factory.resume(job.id)
         st.rerun()
 
 
+def resumable(job: jobs.Job) -> bool:
+    """Resume helps a cancelled job or a LoRA job that left a checkpoint, not a job refused by its data."""
+    if job.status == "cancelled":
+        return True
+    return job.status == "failed" and any((job.dir / "checkpoints").glob("checkpoint-*"))
+
+
 with jobs_tab:
-    @st.fragment(run_every=2.0)
+    any_running = any(j.active for j in jobs.list_jobs(factory.KIND, limit=50))
+
+    # Refresh every 2 s only while a job runs (no redraws, no flicker otherwise); when the last
+    # one ends, a full rerun moves it to "Past jobs" and stops the timer.
+    @st.fragment(run_every=2.0 if any_running else None)
     def live() -> None:
         running = [j for j in jobs.list_jobs(factory.KIND, limit=50) if j.active]
         if not running:
@@ -193,6 +223,8 @@ with jobs_tab:
         for job in running:
             with st.container(border=True):
                 job_panel(job)
+        if bool(running) != any_running:
+            st.rerun(scope="app")
 
     live()
     past = [j for j in jobs.list_jobs(factory.KIND, limit=50) if not j.active]

@@ -1,9 +1,10 @@
 """Sandbox: testers chat with one or two models side by side and flag what breaks.
 
-    streamlit run app.py    # then open "Sandbox" in the sidebar
+    streamlit run app.py    # then open "Sandbox" in the sidebar; a session's link is ?session=ID
 
-Thin page: sessions, messages, flags, ratings and stats live in core.sandbox (SQLite);
-model calls go through core.llm. Reopen any past session from the sidebar to continue it.
+Thin page: sessions, messages, flags, ratings and stats live in core.sandbox (SQLite); replies
+come from core.sandbox_replies (parallel, streamed, stoppable). The open session is in the URL,
+so a reload, a page switch or a shared link lands on the same session.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 
 import streamlit as st
 
-from core import llm, registry, sandbox
+from core import registry, retirement, sandbox, sandbox_replies
 
 st.set_page_config(page_title="Sandbox · CSForge", page_icon="🧪", layout="wide")
 st.title("Sandbox")
@@ -43,6 +44,14 @@ def model_options() -> dict[str, str]:
     return labels
 
 
+def open_session(session_id: str | None) -> None:
+    """The URL is the one place that says which session is open."""
+    if session_id:
+        st.query_params["session"] = session_id
+    else:
+        st.query_params.pop("session", None)
+
+
 def new_session_form() -> None:
     models, customers = model_options(), customer_names()
     with st.sidebar.form("new_session"):
@@ -55,29 +64,42 @@ def new_session_form() -> None:
         customer = st.selectbox("Customer", [NONE, *customers], format_func=lambda n: customers.get(n, n),
                                 key="customer", help="a prompt model uses this client's policy")
         tester = st.text_input("Tester", key="tester")
+        title = st.text_input("Session name", key="title", placeholder="default: tester · date time")
         context = st.text_area("Context (JSON: what the agent knows, e.g. the order)", "{}", key="context")
         if st.form_submit_button("Start session", type="primary"):
             try:
                 ctx = json.loads(context or "{}")
+                if not isinstance(ctx, dict):
+                    raise sandbox.SandboxError("the context must be a JSON object, e.g. {\"order\": \"A1\"}")
                 session = sandbox.create_session([other.strip() or a, None if b == NONE else b],
                                                  customer=None if customer == NONE else customer,
-                                                 tester=tester, context=ctx or None)
+                                                 tester=tester, title=title, context=ctx or None)
             except (json.JSONDecodeError, sandbox.SandboxError) as exc:
                 st.error(f"cannot start: {exc}")
             else:
-                st.session_state["session_id"] = session.id
-                st.session_state.pop("pick", None)
+                open_session(session.id)
                 st.rerun()
 
 
 def pick_session() -> sandbox.Session | None:
     sessions = {s.id: s for s in sandbox.list_sessions()}
-    current = st.session_state.get("session_id")
+    current = st.query_params.get("session")
+    if current and current not in sessions:
+        try:
+            sessions[current] = sandbox.get_session(current)  # older than the picker's list
+        except sandbox.SandboxError as exc:
+            st.warning(f"{exc}; pick another session or start a new one")
+            open_session(current := None)
     ids = [NEW, *sessions]
-    choice = st.sidebar.selectbox("Session", ids, index=ids.index(current) if current in ids else 0,
-                                  format_func=lambda i: sessions[i].label if i in sessions else i, key="pick")
-    st.session_state["session_id"] = None if choice == NEW else choice
-    return sessions.get(choice)
+    st.session_state["pick"] = current or NEW
+
+    def picked() -> None:
+        choice = st.session_state["pick"]
+        open_session(None if choice == NEW else choice)
+
+    st.sidebar.selectbox("Session", ids, format_func=lambda i: sessions[i].label if i in sessions else i,
+                         key="pick", on_change=picked)
+    return sandbox.get_session(current) if current else None  # get_session loads the context too
 
 
 def usage_line(m: sandbox.Message) -> str:
@@ -99,7 +121,10 @@ def flag_form(m: sandbox.Message) -> None:
 
 def show_message(m: sandbox.Message) -> None:
     with st.chat_message(m.role):
-        if m.role == "assistant" and m.error:
+        if m.role == "assistant" and m.error == sandbox_replies.STOPPED:
+            st.markdown(m.content or "*(stopped before any text)*")
+            st.caption("⏹ stopped by the tester")
+        elif m.role == "assistant" and m.error:
             st.error(f"call failed: {m.error}")
         else:
             st.markdown(m.content or "*(empty reply)*")
@@ -108,43 +133,54 @@ def show_message(m: sandbox.Message) -> None:
             flag_form(m)
 
 
-def stream_reply(session: sandbox.Session, model: str) -> None:
-    """Stream one model's answer into the page, then store it with its usage."""
-    holder: dict = {}
-
-    def pieces():
-        for item in llm.stream_chat(model, sandbox.history(session.id, model), context=session.context,
-                                    customer=session.customer):
+def generate(session: sandbox.Session, cols: list, models: list[str]) -> None:
+    """Stream every waiting model's reply into its column at once; Stop (a rerun) ends them."""
+    st.button("⏹ Stop", key="stop", help="stop the replies; what was said so far is kept")
+    holders, texts = {}, {m: "" for m in models}
+    for col, model in zip(cols, session.models):
+        if model in texts:
+            with col, st.chat_message("assistant"):
+                holders[model] = st.empty()
+    replies = sandbox_replies.stream(session.id, models, max_tokens=int(st.session_state.get("max_tokens", 256)))
+    try:
+        for model, item in replies:
             if isinstance(item, str):
-                yield item
-            else:
-                holder["completion"] = item
-
-    with st.chat_message("assistant"):
-        st.write_stream(pieces())
-    sandbox.add_reply(session.id, model, holder["completion"])
+                texts[model] += item
+            for name, holder in holders.items():  # a tick re-draws too, so a Stop click is noticed
+                holder.markdown(texts[name] + " ▌")
+    finally:
+        replies.close()  # a Stop click interrupts the loop: the threads stop and keep the partial text
+    st.rerun()
 
 
 def chat(session: sandbox.Session) -> None:
+    text = st.chat_input("Message to the agent" + ("s" if len(session.models) > 1 else ""))
+    sent = False
+    if text is not None:
+        try:
+            sandbox.add_user_message(session.id, text)
+            sent = True
+        except sandbox.SandboxError as exc:
+            st.warning(str(exc))
     cols = st.columns(len(session.models))
     for col, model in zip(cols, session.models):
         with col:
             st.subheader(model)
             for m in sandbox.transcript(session.id, model):
                 show_message(m)
-    text = st.chat_input("Message to the agent" + ("s" if len(session.models) > 1 else ""))
-    if text:
-        sandbox.add_user_message(session.id, text)
-        for col, model in zip(cols, session.models):
-            with col:
-                with st.chat_message("user"):
-                    st.markdown(text)
-                stream_reply(session, model)
-        st.rerun()
+            with st.expander("What the model receives (system prompt, context, history)"):
+                st.json(sandbox_replies.sent_messages(session.id, model), expanded=True)
+    waiting = list(sandbox.pending(session.id))
+    if sent or st.session_state.pop("retry", False):
+        generate(session, cols, waiting)
+    elif waiting:
+        st.warning(f"The last message has no reply from {', '.join(waiting)} (the page was left mid-call?).")
+        st.button("↻ Retry", key="retry_btn", on_click=lambda: st.session_state.update(retry=True))
 
 
 def session_tools(session: sandbox.Session) -> None:
     with st.sidebar:
+        st.number_input("Max tokens per reply", 16, 4096, 256, step=16, key="max_tokens")
         st.divider()
         rating = st.radio("Rate this session (1 = broken, 5 = flawless)", [1, 2, 3, 4, 5], horizontal=True,
                           index=session.rating - 1 if session.rating else None, key=f"rating-{session.id}")
@@ -153,11 +189,28 @@ def session_tools(session: sandbox.Session) -> None:
             st.rerun()
         st.download_button("Export session (JSONL)", sandbox.export_jsonl(session.id),
                            file_name=f"sandbox-{session.id}.jsonl", mime="application/jsonl")
+        make_scenario(session)
+
+
+def make_scenario(session: sandbox.Session) -> None:
+    flagged = any(m.flags for m in sandbox.messages(session.id))
+    why = ("flag a reply first" if not flagged else
+           "start the session with a customer: the scenario goes into its suite" if not session.customer else "")
+    if st.button("Make a regression scenario", disabled=bool(why), help=why or "the first flagged reply "
+                 "becomes a scenario in customers/<customer>/regressions.yaml"):
+        from core.eval.loop import add_regression
+
+        try:
+            scenario, path = add_regression(session.id)
+        except (ValueError, KeyError) as exc:
+            st.error(f"cannot make a scenario: {exc}")
+        else:
+            st.success(f"scenario {scenario.id} written to {path.name}")
 
 
 def stats() -> None:
     rows = sandbox.model_stats()
-    with st.expander("Error rate per model (all sessions)", expanded=not st.session_state.get("session_id")):
+    with st.expander("Error rate per model (all sessions)", expanded=not st.query_params.get("session")):
         if not rows:
             st.info("No agent replies yet.")
             return
@@ -169,16 +222,21 @@ def stats() -> None:
                       for r in rows], hide_index=True, width="stretch")
 
 
+retirement.show(registry.load().entries.values())  # retiring models: date + replacement
 session = pick_session()
 if session is None:
     new_session_form()
     st.info("Start a session in the sidebar, or reopen a past one. Try to break the agent: "
             "ask for things outside the policy, switch language, request a human, probe for internals.")
 else:
+    st.subheader(session.title)
     caption = [f"customer **{session.customer}**" if session.customer else "no customer"]
     caption += [f"tester {session.tester}"] if session.tester else []
-    caption += [f"context: `{json.dumps(session.context, ensure_ascii=False)}`"] if session.context else []
+    caption += [f"link: `?session={session.id}`"]
     st.caption(" · ".join(caption))
+    if session.context:
+        with st.expander("Context given to the agent", expanded=False):
+            st.json(session.context)
     session_tools(session)
     chat(session)
 stats()

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import registry
+from core import registry, retirement
 from core.eval import gate as eval_gate, jobs as eval_jobs, loop as eval_loop, report as eval_report, store as eval_store
 from core.dataset import list_customers
 
@@ -16,6 +16,7 @@ customers = [c.name for c in list_customers()]
 with st.sidebar:
     customer = st.selectbox("Customer", customers, key="sc_customer")
 models = registry.load().names()
+retirement.show(registry.load().entries.values())  # retiring models: date + replacement
 runs = eval_store.runs(customer=customer)
 finished = [r for r in runs if r["status"] == "finished"]
 

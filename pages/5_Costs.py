@@ -21,7 +21,13 @@ try:
 except pricing.PriceFileError as exc:
     st.error(f"A price file is invalid; fix it and reload:\n\n```\n{exc}\n```")
     st.stop()
-st.caption(f"Inference prices: {prices.cost_map.source}. Update with `python -m core.pricing refresh`.")
+info, refresh = st.columns([5, 1])
+if refresh.button("Refresh prices", help="Fetch LiteLLM's newest cost map; offline, keeps the one in use and says so"):
+    result = pricing.refresh_cost_map()
+    (st.success if result.fetched else st.warning)(result.message)
+    prices = pricing.Prices.load()
+info.caption(f"Inference prices: {prices.cost_map.source}; {pricing.last_refresh(prices.cost_map)}. "
+             "Scheduled: `python -m core.pricing daily`.")
 
 stale = pricing.stale_rows(prices, int(stale_days))
 if stale:

@@ -42,7 +42,7 @@ def build_tokenizer() -> Any:
     return fast
 
 
-def build_tiny_model(folder: Path | str, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path | str, seed: int = 0, context: int = 2048) -> Path:
     """Save a random 2-layer Llama chat model + tokenizer to `folder` (about a second)."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -52,7 +52,7 @@ def build_tiny_model(folder: Path | str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+                         max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          tie_word_embeddings=False)
     model = LlamaForCausalLM(config)

@@ -10,7 +10,7 @@ import yaml
 
 from core import pricing
 from core.dataset import ConversationDataset
-from core.prices import readme, tokens
+from core.prices import costmap, costs, readme, tokens
 from core.prices.tokens import conversation_tokens, counter, dataset_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,6 @@ def tiny(tmp_path, monkeypatch):
         return sets[key]
 
     monkeypatch.setattr(tokens, "open_dataset", fake_open)
-    monkeypatch.setattr(readme, "open_dataset", fake_open)
-    monkeypatch.setattr(pricing, "open_dataset", fake_open)
     return sets
 
 
@@ -152,7 +150,7 @@ def test_refresh_falls_back_to_the_shipped_map_offline_with_a_clear_message(monk
     def offline(url, timeout):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(pricing, "_fetch", offline)
+    monkeypatch.setattr(costmap, "_fetch", offline)
     assert pricing.main(["refresh"]) == 0
     out = capsys.readouterr().out
     assert "could not fetch the newest LiteLLM cost map" in out and "Network is unreachable" in out
@@ -164,12 +162,13 @@ def test_refresh_falls_back_to_the_shipped_map_offline_with_a_clear_message(monk
 def test_refresh_stores_a_fetched_map_with_its_date_and_uses_it(csforge_home):
     fake = {f"m{i}": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6} for i in range(150)}
     fake["gpt-4o-mini"] = {"input_cost_per_token": 9e-7, "output_cost_per_token": 9e-7}
-    cost_map, message = pricing.refresh_cost_map(fetch=lambda url, timeout: json.dumps(fake).encode())
+    cost_map, message, fetched = pricing.refresh_cost_map(fetch=lambda url, timeout: json.dumps(fake).encode())
+    assert fetched
     assert "fetched 151 entries" in message and "fetched" in cost_map.source
     assert cost_map.fetched == datetime.now(timezone.utc).date()
     assert pricing.load_cost_map().prices("gpt-4o-mini") == (0.9, 0.9)
-    _, bad = pricing.refresh_cost_map(fetch=lambda url, timeout: b"<html>rate limited</html>")
-    assert "could not fetch" in bad and pricing.load_cost_map().prices("gpt-4o-mini") == (0.9, 0.9)
+    _, bad, fetched = pricing.refresh_cost_map(fetch=lambda url, timeout: b"<html>rate limited</html>")
+    assert "could not fetch" in bad and not fetched and pricing.load_cost_map().prices("gpt-4o-mini") == (0.9, 0.9)
 
 
 # ---------------------------------------------------------------- README section and reports
@@ -232,6 +231,7 @@ def _page(monkeypatch, tmp_path, registry: list[dict] | None = None):
     reg.write_text(yaml.safe_dump({"models": registry or []}))
     monkeypatch.setenv("CSFORGE_REGISTRY", str(reg))
     monkeypatch.setattr(pricing, "tokenizer_for", lambda model: "approx")  # keeps the page test fast
+    monkeypatch.setattr(costs, "tokenizer_for", lambda model: "approx")
     return AppTest.from_file(str(ROOT / "pages" / "5_Costs.py"), default_timeout=60).run()
 
 

@@ -23,7 +23,7 @@ def test_shipped_registry_is_valid_and_complete(monkeypatch):
     monkeypatch.delenv("CSFORGE_REGISTRY", raising=False)
     reg = registry.load(ROOT / "registry.yaml")
     assert reg.errors == []
-    assert {"smollm2-135m", "gemini-2.5-flash", "llama-3.1-8b-nebius", "shop_zh-prompt"} <= set(reg.entries)
+    assert {"smollm2-135m", "gemini-3.5-flash-lite", "llama-3.1-8b-nebius", "shop_zh-prompt"} <= set(reg.entries)
     prompt = reg.entries["shop_zh-prompt"]
     assert prompt.type == "prompt" and prompt.base_model == "smollm2-135m" and prompt.customer == "shop_zh"
     for placeholder in registry.PLACEHOLDERS:

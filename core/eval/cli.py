@@ -8,6 +8,9 @@
     python -m core.eval promote CANDIDATE --customer shop_zh [--tolerance 0.02] [--override REASON]
     python -m core.eval regress SESSION_ID [--message MESSAGE_ID]   # flagged chat -> regression
     python -m core.eval agreement --customer shop_zh         # human flags vs automatic checks
+    python -m core.eval run --customer tau_retail --model MODEL --simulator MODEL --trials 4 --split test
+                                                             # task scenarios with tools (core/eval/tasks.py)
+    python -m core.eval calibrate --customer shop_zh [--judge MODEL] [--split dev|heldout|all]
 
 `--model` is a registry name, a LiteLLM model string or an OpenAI-compatible URL.
 
@@ -82,7 +85,10 @@ def _job_progress(job_id: str | None):
 
 def cmd_run(args) -> int:
     from core.eval import store as eval_store
+    from core.eval import task_cli
 
+    if task_cli.wants_tasks(args):  # task scenarios with tools: core/eval/task_cli.py
+        return task_cli.cmd_run_tasks(args)
     if args.resume:
         old = eval_store.get_run(args.resume)
         if old is None:
@@ -92,6 +98,13 @@ def cmd_run(args) -> int:
     else:
         if not args.model:
             print("--model is required (or --resume RUN_ID)", file=sys.stderr)
+            return 2
+        from core import preflight
+
+        try:
+            preflight.require(preflight.eval_run(args.model, args.customer, args.suite))
+        except preflight.PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         settings = RunSettings(model=args.model, customer=args.customer, suite_path=args.suite,
                                concurrency=args.concurrency or 8, timeout_s=args.timeout, cache=not args.no_cache,
@@ -197,6 +210,18 @@ def cmd_agreement(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from core.eval import calibrate
+
+    splits = ["dev", "heldout"] if args.split == "both" else [args.split]
+    reports = [calibrate.evaluate(args.customer, split, judge=args.judge) for split in splits]
+    if args.json:
+        print(json.dumps(reports, ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(calibrate.table(r) for r in reports))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.eval", description="CS eval: suites, runs, scorecards.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -214,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--run-id", help=argparse.SUPPRESS)
     r.add_argument("--job", help=argparse.SUPPRESS)
     r.add_argument("--no-cache", action="store_true", help="call the model even for identical calls")
+    r.add_argument("--trials", type=int, help="task runs: trials per task (1-8), pass^1..pass^k")
+    r.add_argument("--split", help="task runs: train | test (default: all tasks)")
+    r.add_argument("--task", action="append", help="task runs: only this task id (repeatable)")
+    r.add_argument("--force", action="store_true", help="task runs: score an agent that failed the tool probe")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="load suites and report problems")
     v.add_argument("--customer")
@@ -243,5 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("agreement", help="human flags vs automatic checks")
     a.add_argument("--customer")
     a.set_defaults(func=cmd_agreement)
+    c = sub.add_parser("calibrate", help="play the labelled calibration replies through the checks")
+    c.add_argument("--customer", required=True)
+    c.add_argument("--judge", help="also ask this judge model on every reply; reports its agreement")
+    c.add_argument("--split", choices=["dev", "heldout", "all", "both"], default="both",
+                   help="which half of the set (default both, reported apart)")
+    c.add_argument("--json", action="store_true", help="the full report, missed and falsely failed ids included")
+    c.set_defaults(func=cmd_calibrate)
     args = ap.parse_args(argv)
     return args.func(args)

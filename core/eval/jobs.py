@@ -15,8 +15,14 @@ KIND = "eval"
 
 def start(model: str, customer: str | None, suite_path: str | None = None, concurrency: int = 8,
           judge: str | None = None, extra: list[str] | None = None) -> str:
-    """Launch an eval run in the background; returns the job id (the run id is in its progress)."""
+    """Pre-flight, then launch an eval run in the background; returns the job id (run id in its progress).
+
+    Raises preflight.PreflightError (nothing recorded) when the model cannot be called or the suite
+    does not load."""
+    from core import preflight
     from core.eval.runner import new_run_id
+
+    preflight.require(preflight.eval_run(model, customer, suite_path))
 
     job_id = jobs.new_id()
     run_id = new_run_id(model)

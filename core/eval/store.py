@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from core import store
+from core.redact import redact
 
 STATUSES = ("running", "finished", "interrupted", "failed")
 
@@ -67,7 +68,7 @@ def save_result(run_id: str, rec: dict, db=None) -> None:
            "checks": store.dumps(rec["checks"]), "latency_s": rec["latency_s"], "cost_usd": rec["cost_usd"],
            "input_tokens": rec["input_tokens"], "output_tokens": rec["output_tokens"],
            "glitches": len([g for g in rec["glitches"] if g["kind"] != "skipped"]),
-           "agent_turns": rec["agent_turns"], "error": "; ".join(errors) or None, "created_at": time.time()}
+           "agent_turns": rec["agent_turns"], "error": redact("; ".join(errors)) or None, "created_at": time.time()}
     sql = (f"insert or replace into eval_results ({', '.join(RESULT_COLUMNS)}) "
            f"values ({', '.join('?' * len(RESULT_COLUMNS))})")
     with db.conn:

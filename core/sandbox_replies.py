@@ -1,0 +1,114 @@
+"""Getting the agents' replies for a sandbox session: in parallel, streamed, stoppable, retryable.
+
+    from core import sandbox, sandbox_replies
+    s = sandbox.create_session(["smollm2-135m", "shop_zh-prompt"], customer="shop_zh")
+    sandbox.add_user_message(s.id, "我的包裹在哪里？")
+    for model, item in sandbox_replies.stream(s.id, max_tokens=128):   # both models at once
+        print(model, item)              # text pieces, then the stored sandbox.Message
+    sandbox_replies.sent_messages(s.id, "shop_zh-prompt")    # what the model receives, context included
+
+Each model answers in its own thread, so two models side by side take as long as the slower
+one, not the sum. A stop event ends every stream at its next piece; what was said so far is
+stored with the error "stopped by the tester", so the transcript shows what the tester saw.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+from core import sandbox
+
+STOPPED = "stopped by the tester"
+
+
+def _call_args(session: sandbox.Session, model: str) -> dict:
+    return {"context": session.context, "customer": session.customer}
+
+
+def sent_messages(session_id: str, model: str) -> list[dict]:
+    """The messages `model` receives for the session's current history (system prompt and context in)."""
+    from core import llm
+
+    session = sandbox.get_session(session_id)
+    history = sandbox.history(session_id, model)
+    try:
+        return llm.resolve(model, history, **_call_args(session, model)).messages
+    except llm.CallError as exc:
+        return [{"role": "error", "content": str(exc)}]
+
+
+def _targets(session: sandbox.Session, models: list[str] | None) -> list[str]:
+    waiting = sandbox.pending(session.id)
+    return [m for m in (models or session.models) if m in waiting]
+
+
+def reply(session_id: str, models: list[str] | None = None, **call: Any) -> list[sandbox.Message]:
+    """Answer the last user message with every model that has not yet (in parallel); store and return."""
+    from core import llm
+
+    session = sandbox.get_session(session_id)
+    targets = _targets(session, models)
+
+    def one(model: str) -> llm.Completion:
+        return llm.chat(model, sandbox.history(session_id, model), **_call_args(session, model), **call)
+
+    with ThreadPoolExecutor(max_workers=max(len(targets), 1)) as pool:
+        completions = list(pool.map(one, targets))
+    return [sandbox.add_reply(session_id, m, c) for m, c in zip(targets, completions)]  # in session order
+
+
+def _stream_one(session: sandbox.Session, model: str, out: queue.Queue, stop: threading.Event,
+                call: dict) -> None:
+    from core import llm
+
+    pieces: list[str] = []
+    completion = None
+    stream = llm.stream_chat(model, sandbox.history(session.id, model), **_call_args(session, model), **call)
+    try:
+        for item in stream:
+            if stop.is_set():
+                break
+            if isinstance(item, str):
+                pieces.append(item)
+                out.put((model, item))
+            else:
+                completion = item
+    except Exception as exc:  # llm.stream_chat reports failures itself; this is a last resort
+        completion = llm.Completion("", model, error=f"stream failed: {exc}")
+    finally:
+        stream.close()
+    if completion is None:  # stopped before the end: keep what the tester saw
+        completion = llm.Completion("".join(pieces).strip(), model, error=STOPPED)
+    out.put((model, sandbox.add_reply(session.id, model, completion)))
+
+
+def stream(session_id: str, models: list[str] | None = None, stop: threading.Event | None = None,
+           poll_s: float = 0.25, **call: Any) -> Iterator[tuple[str, str | sandbox.Message | None]]:
+    """Yield (model, text piece), then (model, stored Message) per model; (None-model) ticks every poll_s.
+
+    A tick `("", None)` comes when nothing arrived for poll_s, so a caller (a Streamlit page) gets
+    the chance to notice a Stop click. Closing the generator sets `stop`.
+    """
+    session = sandbox.get_session(session_id)
+    stop = stop or threading.Event()
+    out: queue.Queue = queue.Queue()
+    targets = _targets(session, models)
+    threads = [threading.Thread(target=_stream_one, args=(session, m, out, stop, call), daemon=True)
+               for m in targets]
+    for t in threads:
+        t.start()
+    left = len(threads)
+    try:
+        while left:
+            try:
+                model, item = out.get(timeout=poll_s)
+            except queue.Empty:
+                yield "", None
+                continue
+            if isinstance(item, sandbox.Message):
+                left -= 1
+            yield model, item
+    finally:
+        stop.set()
