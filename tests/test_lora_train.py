@@ -18,7 +18,7 @@ def registry_file(tmp_path, monkeypatch):
 
 
 def config(**overrides) -> factory.JobConfig:
-    values = {"customer": "shop_zh", "base_model": str(tiny_model_dir()), "name": "t", "max_conversations": 12,
+    values = {"customer": "shop_zh", "dataset": "demo", "base_model": str(tiny_model_dir()), "name": "t", "max_conversations": 12,
               "include_context": False, "val_fraction": 0.2,
               "lora": {"learning_rate": 5e-3, "warmup_steps": 2, "max_seq_len": 256, "batch_size": 2}}
     for key, value in overrides.items():
