@@ -41,6 +41,8 @@ class RunSettings:
     cache: bool = True
     judge: str | None = None  # default judge model when the suite names none
     simulator: str | None = None  # default model playing the customer in `simulate` scenarios
+    only: list[str] | None = None  # scenario ids or categories to play (None: all); see core.eval.subset
+    latency_budget_s: float | None = None  # per-turn budget for this run (None: the suite's; 0: off)
 
     def __post_init__(self) -> None:
         self.model = str(self.model)  # a str subclass (a test server's URL) would not serialise
@@ -310,7 +312,10 @@ def run(settings: RunSettings, *, run_id: str | None = None, resume: bool = Fals
     """Run (or resume) a suite against `settings.model`; returns the stored run with its summary."""
     from core.eval import store as es
 
-    suite = suite or load_suite(settings.customer, settings.suite_path)
+    from core.eval.subset import narrow
+
+    suite = narrow(suite or load_suite(settings.customer, settings.suite_path), settings.only,
+                   settings.latency_budget_s)
     suite_hash = suite.hash()
     if resume:
         old = es.get_run(run_id or "")
@@ -349,6 +354,12 @@ def run(settings: RunSettings, *, run_id: str | None = None, resume: bool = Fals
     summary = es.summarize(es.results(run_id))
     summary.update(run_id=run_id, model=settings.model, customer=settings.customer or suite.name,
                    suite_hash=suite_hash, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    from core.eval.report import all_calls_failed
+
+    summary["all_calls_failed"] = all_calls_failed(es.results(run_id))
+    if summary["all_calls_failed"]:  # no reply at all: not a 0% scorecard, a run that never reached the agent
+        es.set_status(run_id, "failed", summary)
+        return es.get_run(run_id)
     es.set_status(run_id, "finished", summary)
     _write_metrics(settings, suite, summary)
     return es.get_run(run_id)
