@@ -13,8 +13,10 @@ import json
 import streamlit as st
 
 from core import registry, retirement, sandbox, sandbox_replies
+from core.ui import sidebar_nav
 
 st.set_page_config(page_title="Sandbox · CSForge", page_icon="🧪", layout="wide")
+sidebar_nav()
 st.title("Sandbox")
 NEW = "➕ New session"
 NONE = "—"
