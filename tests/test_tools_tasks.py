@@ -366,3 +366,14 @@ def test_whole_task_runs_write_registry_metrics_subsets_do_not(tmp_path, monkeyp
     saved = registry.load().entries["talker"].metrics["tasks_shop_zh"]
     assert saved["run_id"] == out["run_id"] and saved["tasks"] == 5 and saved["trials"] == 2
     assert saved["pass_hat"] == out["summary"]["pass_hat"] and saved["pass_hat"]["1"] < 1.0
+
+
+def test_tool_results_ground_what_the_agent_says():
+    def run(text):
+        out = _run("shop_zh", lambda task, trial: _Scripted([("order_lookup", {"order_no": "202411050001"})], text),
+                   ids=["zh-return-in-window"])
+        return {c["name"]: c for c in out["results"][0]["checks"]}["undesired:grounding"]
+
+    assert run("查到了，订单 202411050001 实付 79.0 元，签收 3 天。")["passed"] is True  # from the lookup's result
+    invented = run("查到了，订单 202411050001 实付 88.5 元。")
+    assert invented["passed"] is False and "88.5" in invented["reason"]

@@ -125,15 +125,18 @@ def _state_check(trial: Any) -> tuple[dict, list[dict]]:
 def _turn_checks(trial: Any) -> list[dict]:
     language = trial.task.language or trial.env.attr("LANGUAGE")
     env = ck.Env(language=language, handoff_message=trial.env.attr("HANDOFF_MESSAGE"),
-                 handoff_phrases=list(ck.DEFAULT_HANDOFF_PHRASES))
+                 handoff_phrases=list(ck.DEFAULT_HANDOFF_PHRASES), knowledge=trial.messages[0]["content"])
     named = ck.undesired_checks(env, trial.env.attr("SKIP_BEHAVIOURS", ()))
     out, replies = [], []
     for t in trial.turns:
         if t["glitch"]:
             continue
         replies.append(t["reply"])
-        ctx = ck.Ctx(t["reply"], list(replies), t["user"], trial.messages[:t["message_index"] + 1], t["latency_s"],
-                     env, {language} if language else None)
+        seen = trial.messages[:t["message_index"] + 1]
+        # what the tools returned so far is what the agent knows: it grounds ids and numbers
+        known = {"tool_results": [m["content"] for m in seen if m["role"] == "tool"]}
+        ctx = ck.Ctx(t["reply"], list(replies), t["user"], seen, t["latency_s"], env,
+                     {language} if language else None, context=known)
         for name, check in named:
             try:
                 r = check(ctx)
