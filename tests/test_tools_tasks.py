@@ -182,8 +182,8 @@ def test_parallel_trials_do_not_leak_state():
     seen = {}
     for row in out["results"]:
         trial = row["transcript"]["trial"]
-        lookup = row["transcript"]["tool_calls"][1]
-        assert json.loads(lookup["result"])["refunded"] == amounts[trial]  # not another trial's refund
+        lookup = [m for m in row["transcript"]["messages"] if m["role"] == "tool"][1]
+        assert json.loads(lookup["content"])["refunded"] == amounts[trial]  # not another trial's refund
         seen[trial] = row["transcript"]["state_diff"]
         state = next(c for c in row["checks"] if c["kind"] == "state")
         assert state["passed"] == (amounts[trial] == 79.0)  # judged against its own state only

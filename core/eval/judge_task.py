@@ -204,6 +204,8 @@ def judge(trial: Any) -> dict:
             "latency_s": round(sum(t["latency_s"] for t in trial.turns), 4), "cost_usd": trial.cost["agent"],
             "simulator_cost_usd": trial.cost["simulator"], "judge_cost_usd": trial.cost.get("judge", 0.0),
             "input_tokens": trial.tokens[0], "output_tokens": trial.tokens[1],
-            "messages": trial.messages, "tool_calls": session.calls, "state_diff": session.changes(),
+            "messages": trial.messages, "state_diff": session.changes(),
+            # a successful call's result is already in `messages` (the tool turn): stored once
+            "tool_calls": [c if c["error"] else {**c, "result": None} for c in session.calls],
             "gold_diff": gold_diff, "gold": [{"name": a.name, "arguments": a.arguments} for a in task.gold],
             "goal": task.instructions, "title": f"task {task.id}", "persona": "", "conversation_checks": []}
