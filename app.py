@@ -2,14 +2,14 @@
 
     streamlit run app.py
 """
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-PAGE_ICONS = {"1_Data": "📚", "2_Factory": "🏭", "3_Sandbox": "💬", "4_Scorecard": "📊", "5_Costs": "💰"}
+from core.ui import PAGES, sidebar_nav
+
 
 st.set_page_config(page_title="CSForge", page_icon="🛠️", layout="wide")
+sidebar_nav()
 st.title("CSForge")
 st.caption("Data → model → evaluation for customer-service agents, one client at a time.")
 
@@ -49,10 +49,18 @@ try:
         return " · ".join(f"{customer}: pass {s.get('pass_rate', 0):.0%}, errors {s.get('error_rate', 0):.0%}"
                           for customer, s in eval_summaries(metrics).items()) or "not evaluated"
 
+    from core.eval.gate import production_map
+
+    serving: dict[str, list[str]] = {}
+    for client, model in production_map().items():  # the one place production per client is decided
+        serving.setdefault(model, []).append(client)
     models = pd.DataFrame([{"model": e.name, "type": e.type, "base": e.base_model, "customer": e.customer,
-                            "status": e.status, "last CS eval": last_scores(e.metrics)}
+                            "status": e.status, "production for": ", ".join(sorted(serving.get(e.name, []))),
+                            "last CS eval": last_scores(e.metrics)}
                            for e in registry.entries.values()])
     st.dataframe(models, hide_index=True, width="stretch")
+    st.caption("Scores are the registry's copy of each model's latest CS-eval run (the Scorecard lists them too, "
+               "marked as recorded in registry.yaml when their run is not stored in this console).")
     show_retirement(registry.entries.values())
     for error in registry.errors:
         st.warning(f"registry.yaml: {error}")
@@ -60,6 +68,6 @@ except Exception as exc:  # the home page must render even with a broken registr
     st.warning(f"Registry unavailable: {exc}")
 
 st.subheader("Go to")
-pages = sorted(Path(__file__).parent.joinpath("pages").glob("[0-9]_*.py"))
-for column, page in zip(st.columns(max(len(pages), 1)), pages):
-    column.page_link(f"pages/{page.name}", label=page.stem.split("_", 1)[1], icon=PAGE_ICONS.get(page.stem))
+links = [p for p in PAGES if p[0] != "app.py"]
+for column, (path, title, icon, _) in zip(st.columns(max(len(links), 1)), links):
+    column.page_link(path, label=title, icon=icon)

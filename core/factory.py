@@ -215,7 +215,8 @@ def run(config: JobConfig, job_id: str | None, *, resume: bool = False) -> dict:
         handoff_message=customer.handoff_message,
         flagged=training.flagged_replies() if config.use_flags else set(),
         include_context=config.include_context, val_fraction=config.val_fraction, seed=config.seed,
-        max_conversations=config.max_conversations, dataset_info=info)
+        max_conversations=config.max_conversations, dataset_info=info,
+        tool_turns=config.method == "lora")  # a tuned model learns to call the client's tools
     if not examples.train:
         raise RuntimeError(f"no training conversations left after the filter: {examples.dropped}")
     progress(stage="data ready", data=examples.counts())

@@ -92,10 +92,13 @@ def remote_url(url: str | None, what: str) -> list[Problem]:
 
 # ---------------------------------------------------------------- data
 
-def data_present(customer: str, dataset: str) -> list[Problem]:
-    from core.dataset import dataset_spec
+def data_present(customer: str, dataset: str | None) -> list[Problem]:
+    from core.dataset import dataset_spec, default_dataset
 
-    key = f"{customer}/{dataset}"
+    try:
+        key = f"{customer}/{dataset or default_dataset(customer)}"
+    except Exception as exc:  # unknown customer: the message lists what exists
+        return [Problem(f"customer {customer}: {exc}", "pick a customer shown by `python -m core.dataset list`")]
     try:
         spec = dataset_spec(key)
     except Exception as exc:  # unknown customer or dataset: the message lists what exists
@@ -178,10 +181,18 @@ def lora_base(base_model: str) -> list[Problem]:
     return []
 
 
+def _dataset(config) -> str:
+    from core.dataset import default_dataset
+
+    return config.dataset or default_dataset(config.customer)
+
+
 def training(config, *, load=None) -> list[Problem]:
     """Everything a Factory job needs, checked before the job row exists."""
-    problems = data_present(config.customer, config.dataset) if not config.data_url else \
-        remote_url(config.data_url, "data service URL")
+    if config.data_url:
+        problems = remote_url(config.data_url, "data service URL")
+    else:
+        problems = data_present(config.customer, config.dataset)
     if config.method == "lora":
         problems += lora_base(config.base_model) + lora_settings(config.lora)
         if not problems and not config.data_url:
@@ -201,7 +212,7 @@ def training(config, *, load=None) -> list[Problem]:
 def _load(config):
     from core.dataset import load_dataset
 
-    return load_dataset(f"{config.customer}/{config.dataset}")
+    return load_dataset(f"{config.customer}/{_dataset(config)}")
 
 
 def eval_run(model: str, customer: str | None, suite_path: str | None = None) -> list[Problem]:

@@ -1,11 +1,12 @@
 """Data: browse a customer's conversations, their labels, handoff points, context and distributions."""
 import streamlit as st
 
-from core.dataset import filter_indices, load_dataset, to_jsonl, visualise
+from core.dataset import filter_indices, load_dataset, to_jsonl
 from core.plots import export_html, export_png
-from core.ui import chat_bubbles, pick_dataset
+from core.ui import chat_bubbles, pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Data · CSForge", page_icon="📚", layout="wide")
+sidebar_nav()
 st.title("Data")
 
 with st.sidebar:
@@ -29,11 +30,13 @@ with st.sidebar:
 needs_human = {"all": None, "yes": True, "no": False}[human]
 picked = filter_indices(ds, *label_range, needs_human=needs_human)
 
-summary = ds.summary()
+shown = ds.stats().iloc[picked]  # every figure below is about what the filters show
 cols = st.columns(4)
 cols[0].metric("Shown", f"{len(picked)} / {len(ds)}")
-cols[1].metric("Good (label > threshold)", f"{summary['good_share']:.0%}", help=f"threshold {ds.good_threshold}")
-cols[2].metric("Needs a human", f"{summary['needs_human_share']:.0%}")
+cols[1].metric("Good (label > threshold)", f"{shown['good'].mean():.0%}" if picked else "–",
+               help=f"threshold {ds.good_threshold}; of the conversations shown")
+cols[2].metric("Needs a human", f"{shown['needs_human'].mean():.0%}" if picked else "–",
+               help="of the conversations shown")
 # Callables: the files are built only when someone clicks, not on every rerun.
 cols[3].download_button("Download filtered JSONL", lambda: to_jsonl(ds, picked),
                         file_name=f"{key.replace('/', '_')}.jsonl", mime="application/jsonl", disabled=not picked)
@@ -48,21 +51,25 @@ with browse:
         left, right = st.columns([3, 2])
         with left:
             st.caption(f"id {sample.id} · label {sample.label:.2f} · "
-                       + (f"human needed at message {sample.human_intervention_idx}"
+                       + (f"human needed at message {sample.human_intervention_idx + 1}"
                           if sample.human_intervention_idx >= 0 else "no human needed"))
             chat_bubbles(sample.dialog, sample.human_intervention_idx)
         with right:
             st.markdown("**Context**")
             st.json(sample.context, expanded=2)
 with figures:
-    figs = visualise(ds)
+    from core.plots import distribution_figures
+
+    figs = distribution_figures(shown, ds.good_threshold) if picked else {}
+    if not picked:
+        st.info("No conversation matches these filters.")
     grid = st.columns(2)
     for n, fig in enumerate(figs.values()):
         grid[n % 2].plotly_chart(fig, width="stretch")
     st.download_button("Figures as HTML", lambda: export_html(figs, title=key), file_name="distributions.html")
     st.download_button("Figures as PNG", lambda: export_png(figs), file_name="distributions.png", mime="image/png")
 with table:
-    st.dataframe(ds.stats().iloc[picked], hide_index=True, width="stretch")
+    st.dataframe(shown, hide_index=True, width="stretch")
 with rules:
     from core.dataset import get_customer
 

@@ -7,9 +7,10 @@ import streamlit as st
 
 from core import factory, jobs, retirement
 from core.factory import JobConfig, LoraSettings, PromptSettings, RemoteSettings
-from core.ui import pick_dataset
+from core.ui import pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Factory · CSForge", page_icon="🏭", layout="wide")
+sidebar_nav()
 st.title("Factory")
 st.caption("Dataset + base model in, a registry entry with an access point out. Jobs run in the background; "
            "this page follows them and survives a reload.")
@@ -21,7 +22,7 @@ def field(model, name: str) -> tuple:
     return info.default, info.description
 
 
-def show_report(path: str | None) -> None:
+def show_report(path: str | None, where: str) -> None:
     """The Markdown report with its figures (image links become st.image)."""
     if not path or not Path(path).exists():
         st.info("No report for this one yet.")
@@ -33,7 +34,17 @@ def show_report(path: str | None) -> None:
         if image and (folder / image.group(2)).exists():
             st.image(str(folder / image.group(2)), caption=image.group(1))
         elif part.strip():
-            st.markdown(part)
+            local_files(part, folder, where)
+
+
+def local_files(text: str, folder: Path, where: str) -> None:
+    """Markdown whose links to files beside the report become download buttons (a link would 404)."""
+    link = r"\[([^\]]+)\]\(([^)\s]+)\)"
+    files = [(label, folder / target) for label, target in re.findall(link, text)
+             if "://" not in target and (folder / target).is_file()]
+    st.markdown(re.sub(link, lambda m: f"`{m.group(1)}`" if (folder / m.group(2)).is_file() else m.group(0), text))
+    for label, path in files:
+        st.download_button(f"⬇ {label}", path.read_bytes(), file_name=path.name, key=f"dl-{where}-{path}")
 
 
 def open_in(page: str, model: str) -> None:
@@ -100,7 +111,7 @@ with models_tab:
             if right.button("Open in Scorecard", key="to_scorecard"):
                 open_in("4_Scorecard.py", chosen)
             with st.expander("Training report", expanded=False):
-                show_report(((reg.entries[chosen].training or {}).get("report")))
+                show_report(((reg.entries[chosen].training or {}).get("report")), "model")
 
 # ---------------------------------------------------------------- launch
 with train_tab:
@@ -239,4 +250,4 @@ with jobs_tab:
         job = next(j for j in past if j.id == picked)
         job_panel(job)
         if job.result:
-            show_report(job.result.get("report"))
+            show_report(job.result.get("report"), "job")

@@ -13,8 +13,10 @@ import json
 import streamlit as st
 
 from core import registry, retirement, sandbox, sandbox_replies
+from core.ui import sidebar_nav
 
 st.set_page_config(page_title="Sandbox · CSForge", page_icon="🧪", layout="wide")
+sidebar_nav()
 st.title("Sandbox")
 NEW = "➕ New session"
 NONE = "—"
@@ -240,3 +242,8 @@ else:
     session_tools(session)
     chat(session)
 stats()
+
+with st.expander("🛠️ Play the customer on a client's tool environment (tool calls and state diff inline)"):
+    from core.eval.tools_view import render_tool_sandbox
+
+    render_tool_sandbox(list(registry.load().entries))

@@ -5,11 +5,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import registry, retirement
+from core import preflight, registry, retirement
 from core.eval import gate as eval_gate, jobs as eval_jobs, loop as eval_loop, report as eval_report, store as eval_store
 from core.dataset import list_customers
+from core.ui import show_checks, sidebar_nav
 
 st.set_page_config(page_title="Scorecard · CSForge", page_icon="🧪", layout="wide")
+sidebar_nav()
 st.title("Scorecard")
 
 customers = [c.name for c in list_customers()]
@@ -17,6 +19,7 @@ with st.sidebar:
     customer = st.selectbox("Customer", customers, key="sc_customer")
 models = registry.load().names()
 retirement.show(registry.load().entries.values())  # retiring models: date + replacement
+eval_report.reap_interrupted()  # a run whose process died is resumable, not "running" forever
 runs = eval_store.runs(customer=customer)
 finished = [r for r in runs if r["status"] == "finished"]
 
@@ -36,14 +39,50 @@ def pct(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df
 
 
-tab_cmp, tab_run, tab_tx, tab_diff, tab_gate, tab_loop = st.tabs(
-    ["Compare", "Run", "Transcripts", "Diff", "Release gate", "Human loop"])
+def show_transcript(row: dict) -> None:
+    """A scenario's turns with every check: failed in red, skipped (not judged) grey, passed counted."""
+    tx = row["transcript"]
+    st.caption(f"{row['category']} · {'passed' if row['passed'] else 'failed'} · persona: {tx.get('persona') or '-'}"
+               f" · goal: {tx.get('goal') or '-'}")
+    if row["error"]:
+        st.error(f"Glitch: {row['error']}")
+    for turn in tx.get("turns", []):
+        st.chat_message("user").write(turn["user"] + ("  _(simulated)_" if turn.get("simulated") else ""))
+        st.chat_message("assistant").write(turn["reply"] or "∅ (empty reply)")
+        show_checks(turn["checks"])
+        st.caption(f"{turn['latency_s']:.2f}s · {turn['input_tokens']}+{turn['output_tokens']} tokens"
+                   + (" · cached" if turn.get("cached") else ""))
+    show_checks(tx.get("conversation_checks", []), prefix="conversation · ")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def suite_choices(customer: str) -> list[str]:
+    """Categories, then scenario ids, of the customer's suite (for a partial run)."""
+    from core.eval.suite import load_suite
+
+    try:
+        suite = load_suite(customer)
+    except Exception:  # the Run tab reports a broken suite when a run starts
+        return []
+    return sorted({sc.category for sc in suite.scenarios}) + [sc.id for sc in suite.scenarios]
+
+
+tab_cmp, tab_run, tab_tx, tab_diff, tab_gate, tab_loop, tab_tasks = st.tabs(
+    ["Compare", "Run", "Transcripts", "Diff", "Release gate", "Human loop", "Tasks (tools, pass^k)"])
 
 # ---------------------------------------------------------------- compare + trend
 with tab_cmp:
     rows = eval_report.compare(customer)
     if not finished:
-        st.info(f"No finished runs for {customer} yet: start one in the Run tab.")
+        st.info(f"No finished runs for {customer} in this console yet: start one in the Run tab.")
+    shipped = eval_report.registry_scores(customer)
+    if shipped:
+        st.markdown("**Scores recorded in registry.yaml** (the same figures Home shows; their runs are not "
+                    "stored in this console, so rerun a model to drill into its transcripts)")
+        st.dataframe(pct(pd.DataFrame(shipped), ["pass_rate", "error_rate"]).rename(
+            columns={"pass_rate": "pass rate %", "error_rate": "error rate %"}), hide_index=True, width="stretch")
+    if shipped:
+        st.markdown("**Runs stored in this console**")
     table = pct(pd.DataFrame(rows, columns=eval_report.COMPARE_COLUMNS), ["pass_rate", "error_rate"]).rename(
         columns={"pass_rate": "pass rate %", "error_rate": "error rate %"})
     st.dataframe(table, hide_index=True, width="stretch")
@@ -65,6 +104,25 @@ with tab_cmp:
         st.plotly_chart(px.line(trend, x="when", y=["pass_rate", "error_rate"], markers=True,
                                 hover_data=["run_id", "suite_hash"], title=f"{model} over its runs"), key="trend")
 
+    cells = eval_report.grid(customer)
+    if cells:
+        st.subheader("Test × model")
+        grid = pd.DataFrame(cells).set_index("scenario")
+        marks = {"pass": "✅ pass", "fail": "❌ fail", None: "—"}
+        st.dataframe(grid.apply(lambda col: col if col.name == "category" else col.map(lambda v: marks.get(v, "—"))),
+                     width="stretch", key="grid")
+        g1, g2 = st.columns(2)
+        cell_scenario = g1.selectbox("Open a cell: test", list(grid.index), key="grid_scenario",
+                                     format_func=lambda sid: ("❌ " if "fail" in set(grid.loc[sid]) else "✅ ") + sid)
+        cell_model = g2.selectbox("…and model", [c for c in grid.columns if c != "category"], key="grid_model")
+        run = eval_report.latest_runs(customer)[cell_model]
+        row = eval_report.scenario(run["id"], cell_scenario)
+        if row is None:
+            st.caption(f"{cell_model} has no result for {cell_scenario} (its run played a subset).")
+        else:
+            show_transcript(row)
+
+
 # ---------------------------------------------------------------- start a run, live progress
 with tab_run:
     with st.form("start_run"):
@@ -74,20 +132,40 @@ with tab_run:
                               index=options.index(wanted) if wanted in options else 0)
         typed = st.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="run_typed")
         suite_path = st.text_input("Suite file (empty: generic + the customer's)", key="run_suite")
+        only = st.multiselect("Only these categories or scenarios (empty: the whole suite)", suite_choices(customer),
+                              key="run_only")
+        latency = st.number_input("Latency budget per turn, s (0: the suite's)", 0.0, 3600.0, 0.0, 5.0,
+                                  key="run_latency", help="a CPU model is slow: raise it so latency alone fails nothing")
         concurrency = st.slider("Concurrency", 1, 32, 8, key="run_conc")
         judge = st.text_input("Judge model (optional)", key="run_judge")
         go = st.form_submit_button("Start run")
     if go:
         model = typed.strip() or (picked if picked != "(type below)" else "")
-        if not model:
-            st.error("Pick a registry model or type a model string / URL.")
+        extra = (["--only", ",".join(only)] if only else []) + (["--latency-budget", str(latency)] if latency else [])
+        try:
+            job = eval_jobs.start(model, customer, suite_path.strip() or None, concurrency, judge.strip() or None,
+                                  extra=extra)
+        except preflight.PreflightError as exc:
+            for p in exc.problems:
+                st.error(f"{p.what}\n\n**Fix:** {p.fix}")
         else:
-            job = eval_jobs.start(model, customer, suite_path.strip() or None, concurrency, judge.strip() or None)
             st.success(f"Started job {job}; progress below.")
+    stopped = [r for r in runs if r["status"] == "interrupted"]
+    for r in stopped:
+        c1, c2 = st.columns([4, 1])
+        c1.write(f"Interrupted: **{r['model']}** · `{r['id']}` · {len(eval_store.done_scenarios(r['id']))} scenarios done")
+        if c2.button("Resume", key=f"resume_{r['id']}"):
+            st.success(f"Resuming {r['id']} as job {eval_jobs.resume(r['id'])}.")
+            st.rerun()
 
-    @st.fragment(run_every=2)
+    any_running = any(j["status"] == "running" for j in eval_jobs.recent(5))
+
+    @st.fragment(run_every=2 if any_running else None)  # redraws only while a run is going
     def live_jobs() -> None:
-        for job in eval_jobs.recent(5):
+        recent = eval_jobs.recent(5)
+        if any(j["status"] == "running" for j in recent) != any_running:
+            st.rerun(scope="app")
+        for job in recent:
             p = job["progress"] or {}
             done, total = p.get("done") or 0, p.get("total") or 0
             st.write(f"**{job['name']}** — {job['status']} · run `{p.get('run_id')}`")
@@ -111,24 +189,7 @@ with tab_tx:
             sid = st.selectbox("Scenario", [r["scenario"] for r in shown], key="tx_scenario",
                                format_func=lambda s: ("✅ " if next(r for r in shown if r["scenario"] == s)["passed"]
                                                       else "❌ ") + s)
-            row = next(r for r in shown if r["scenario"] == sid)
-            tx = row["transcript"]
-            st.caption(f"{row['category']} · persona: {tx.get('persona') or '-'} · goal: {tx.get('goal') or '-'}")
-            if row["error"]:
-                st.error(f"Glitch: {row['error']}")
-            for turn in tx.get("turns", []):
-                st.chat_message("user").write(turn["user"] + ("  _(simulated)_" if turn.get("simulated") else ""))
-                st.chat_message("assistant").write(turn["reply"] or "∅ (empty reply)")
-                for c in turn["checks"]:
-                    if c["passed"] is False:
-                        st.error(f"✗ {c['name']}: {c['reason']}")
-                    elif c["passed"] is None:
-                        st.warning(f"? {c['name']}: {c['reason']}")
-                st.caption(f"{turn['latency_s']:.2f}s · {turn['input_tokens']}+{turn['output_tokens']} tokens"
-                           + (" · cached" if turn.get("cached") else "")
-                           + f" · {sum(1 for c in turn['checks'] if c['passed'])} checks passed")
-            for c in tx.get("conversation_checks", []):
-                (st.error if c["passed"] is False else st.success)(f"conversation · {c['name']}: {c['reason']}")
+            show_transcript(next(r for r in shown if r["scenario"] == sid))
 
 # ---------------------------------------------------------------- diff of two runs
 with tab_diff:
@@ -160,14 +221,22 @@ with tab_gate:
         cand = st.selectbox("Candidate", cands, key="gate_cand")
         tol = st.number_input("Tolerance (pass/error rate)", 0.0, 1.0, 0.02, 0.01, key="gate_tol")
         reason = st.text_input("Override reason (promotes even if worse; recorded)", key="gate_reason")
+        st.caption("The gate compares finished runs of the current suite; a missing one is started as a "
+                   "background run (Run tab) instead of blocking this page.")
         if st.button("Compare and promote", key="gate_go"):
-            with st.spinner("Scoring candidate and production on the customer's suite…"):
-                dec = eval_gate.promote(cand, customer, tolerance=tol, override_reason=reason.strip() or None)
+            dec = eval_gate.promote(cand, customer, tolerance=tol, override_reason=reason.strip() or None,
+                                    run_missing=False)
             st.dataframe(pd.DataFrame([{"model": dec.candidate, **dec.as_dict()["candidate_summary"]},
                                        {"model": dec.production, **dec.as_dict()["production_summary"]}]),
                          hide_index=True)
             for r in dec.reasons:
                 st.error(r)
+            for model in [m for m in (cand, prod) if m and any(r.startswith(f"{m} has no finished run")
+                                                                 for r in dec.reasons)]:
+                try:
+                    st.info(f"Started a run of {model}: job {eval_jobs.start(model, customer)} (Run tab).")
+                except preflight.PreflightError as exc:
+                    st.error(str(exc))
             (st.success if dec.promoted else st.warning)("Promoted." if dec.promoted else "Promotion refused.")
     history = eval_gate.history(customer)
     if history:
@@ -198,3 +267,8 @@ with tab_loop:
                                    for m in rep["messages"] if m["human"] or m["auto"]]), hide_index=True)
     else:
         st.caption("No rated or flagged sandbox sessions yet.")
+
+with tab_tasks:  # task scenarios on a client's tool environment: core/eval/tools_view.py
+    from core.eval.tools_view import render_task_runs
+
+    render_task_runs()

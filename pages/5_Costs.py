@@ -1,10 +1,11 @@
 """Costs: what one customer-service session costs on each candidate model, measured on the client's own data."""
 import streamlit as st
 
-from core import pricing
-from core.ui import pick_dataset
+from core import cost_quality, pricing
+from core.ui import pick_dataset, sidebar_nav
 
 st.set_page_config(page_title="Costs · CSForge", page_icon="💰", layout="wide")
+sidebar_nav()
 st.title("Costs")
 
 with st.sidebar:
@@ -57,12 +58,16 @@ providers = f1.multiselect("Provider", sorted(frame["provider"].unique()))
 tunable = f2.radio("Finetunable", ["all", "yes", "no"], horizontal=True)
 hide_retired = f3.checkbox("Hide retired models", value=True)
 shown = pricing.filter_frame(frame, providers, {"all": None, "yes": True, "no": False}[tunable], hide_retired)
-st.dataframe(shown, hide_index=True, width="stretch",
-             column_config={"$/session": st.column_config.NumberColumn(format="$%.6f"),
+first = ["model", "$/session", "$/1k sessions"]  # the answer first, so it is never scrolled out of view
+st.dataframe(shown[first + [c for c in shown.columns if c not in first]], hide_index=True, width="stretch",
+             column_config={"model": st.column_config.TextColumn(width="medium", pinned=True),
+                            "$/session": st.column_config.NumberColumn(format="$%.6f", width="small"),
                             "$/1k sessions": st.column_config.NumberColumn(format="$%.3f")})
 
 st.subheader(f"Fine-tuning: one-off training cost on {key} and tuned cost per session")
-st.dataframe(pricing.finetune_frame(prices, key, int(epochs), good_only), hide_index=True, width="stretch",
+tuning = pricing.finetune_frame(prices, key, int(epochs), good_only)
+first = ["provider", "model", "method", "training cost", "$/session"]  # the answers before the price inputs
+st.dataframe(tuning[first + [c for c in tuning.columns if c not in first]], hide_index=True, width="stretch",
              column_config={"training cost": st.column_config.NumberColumn(format="$%.3f"),
                             "$/session": st.column_config.NumberColumn(format="$%.6f"),
                             "source": st.column_config.LinkColumn()})
@@ -70,10 +75,32 @@ st.caption("Empty prices are not public (the note says why). Fine-tunes served o
            "billed per GPU-hour, not per token.")
 
 st.subheader("Cost per session vs CS-eval pass rate")
-points = pricing.registry_points(prices, key, key.split("/")[0])
-if points:
-    st.plotly_chart(pricing.pareto_figure(points), width="stretch")
-    st.dataframe(points, hide_index=True, width="stretch")
+customer = key.split("/")[0]
+priced, free = cost_quality.points(prices, key, customer)
+if priced:
+    st.plotly_chart(cost_quality.figure(priced), width="stretch", key="cost_quality")
+    st.dataframe(priced, hide_index=True, width="stretch",
+                 column_config={"pass_rate": st.column_config.NumberColumn("pass rate", format="percent"),
+                                "cost_per_session": st.column_config.NumberColumn("$/session", format="$%.6f")})
 else:
-    st.info("No registry model has CS-eval metrics yet: run an eval suite on a model "
-            "(`python -m core.eval ...`) and it appears here with its pass rate and cost per session.")
+    st.info(f"No model has both a price and a CS-eval pass rate on {customer} yet, so there is nothing to chart. "
+            "Evaluate a priced model below (it needs its provider's key), or price a registry model by giving "
+            "it a LiteLLM access point that is in the table above.")
+if free:
+    st.caption("Free per session (local, served by us; not on the log axis): "
+               + ", ".join(f"{p['name']} (pass {p['pass_rate']:.0%})" for p in free))
+todo = cost_quality.unevaluated(prices, key, customer)
+if todo:
+    c1, c2 = st.columns([3, 1])
+    model = c1.selectbox(f"Evaluate a priced model on the {customer} suite", todo, key="costs_eval_model")
+    if c2.button("Start CS-eval run", key="costs_eval_go"):
+        from core import preflight
+        from core.eval import jobs as eval_jobs
+
+        try:
+            job = eval_jobs.start(model, customer)
+        except preflight.PreflightError as exc:
+            for p in exc.problems:
+                st.error(f"{p.what}\n\n**Fix:** {p.fix}")
+        else:
+            st.success(f"Started job {job}; follow it on the Scorecard's Run tab. The model appears here when it ends.")

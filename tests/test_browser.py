@@ -110,6 +110,10 @@ def test_sandbox_session_survives_a_reload(console, browser, tmp_path):
     base, agent = console
     browser.get(f"{base}/Sandbox")
     _wait_text(browser, "Start session")
+    links = browser.find_elements("css selector", "[data-testid='stSidebar'] [data-testid='stPageLink']")
+    nav = [link.text.splitlines()[-1].strip() for link in links]
+    assert nav == ["Home", "Data", "Factory", "Sandbox", "Scorecard", "Costs"], nav  # not "app"
+    assert not browser.find_elements("css selector", "[data-testid='stSidebarNav']")
     tester = browser.find_element("css selector", "input[aria-label='Tester']")
     tester.send_keys("ana")
     browser.find_element("xpath", "//button[.//p[text()='Start session']]").click()

@@ -120,7 +120,8 @@ def test_a_stalled_agent_becomes_a_timeout_glitch_not_a_crash(mini):
     rows = eval_store.results(result["id"])
     assert all(not r["passed"] and "timed out" in r["error"] for r in rows)
     assert all(r["transcript"]["glitches"][0]["kind"] == "timeout" for r in rows)
-    assert result["summary"]["error_rate"] == 1.0 and result["status"] == "finished"
+    assert result["summary"]["error_rate"] == 1.0
+    assert result["status"] == "failed" and "timed out" in result["summary"]["all_calls_failed"]  # not charted
 
 
 def test_identical_calls_are_served_from_the_cache(mini):

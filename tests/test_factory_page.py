@@ -46,6 +46,9 @@ def test_factory_page_launches_a_job_and_shows_it():
     assert "page-prompt" in list(at.dataframe[0].value["name"])
     assert at.selectbox(key="past_job").value == job_id
     assert any("Extra prompt tokens per call" in m.value for m in at.markdown)
+    # the report's links to files beside it are downloads, not links that 404 in the browser
+    assert "⬇ prompt_template.md" in [b.proto.label for b in at.get("download_button")]
+    assert not any("](prompt_template.md)" in m.value for m in at.markdown)
 
 
 def test_factory_page_shows_a_running_job_with_progress():

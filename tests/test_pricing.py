@@ -249,7 +249,7 @@ def test_costs_page_shows_stats_costs_filters_and_stale_prices(monkeypatch, tmp_
     assert list(at.dataframe[1].value["model"]) == ["DeepSeek V4 Flash (Nebius)"]
     finetune = at.dataframe[2].value
     assert finetune.loc[finetune["model"] == "gpt-4o-mini-2024-07-18", "training cost"].iloc[0] > 0
-    assert any("No registry model has CS-eval metrics yet" in i.value for i in at.info)
+    assert any("No model has both a price and a CS-eval pass rate on shop_zh" in i.value for i in at.info)
 
 
 def test_costs_page_charts_registry_models_with_metrics(monkeypatch, tmp_path):
@@ -266,5 +266,6 @@ def test_costs_page_charts_registry_models_with_metrics(monkeypatch, tmp_path):
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
     points = at.dataframe[3].value
-    assert list(points["name"]) == ["zh-prompt", "zh-tuned"]
+    assert list(points["name"]) == ["zh-prompt"]  # a $0 local model cannot sit on the log cost axis
     assert points.loc[0, "cost_per_session"] > 0 and points.loc[0, "cost_source"] == "estimated on shop_zh/demo"
+    assert any("zh-tuned (pass 60%)" in c.value for c in at.caption)

@@ -10,6 +10,7 @@
     python -m core.eval agreement --customer shop_zh         # human flags vs automatic checks
     python -m core.eval run --customer tau_retail --model MODEL --simulator MODEL --trials 4 --split test
                                                              # task scenarios with tools (core/eval/tasks.py)
+    python -m core.eval tools shop_zh [--json]              # the tools an agent gets, derived from tools.py
     python -m core.eval calibrate --customer shop_zh [--judge MODEL] [--split dev|heldout|all]
 
 `--model` is a registry name, a LiteLLM model string or an OpenAI-compatible URL.
@@ -41,6 +42,7 @@ import sys
 import time
 
 from core.eval.runner import RunSettings, run  # noqa: F401
+from core.eval.subset import SubsetError
 from core.eval.suite import SuiteError, load_suite  # noqa: F401
 
 
@@ -109,7 +111,9 @@ def cmd_run(args) -> int:
         settings = RunSettings(model=args.model, customer=args.customer, suite_path=args.suite,
                                concurrency=args.concurrency or 8, timeout_s=args.timeout, cache=not args.no_cache,
                                max_tokens=args.max_tokens,
-                               judge=args.judge, simulator=args.simulator)
+                               judge=args.judge, simulator=args.simulator,
+                               only=[x.strip() for x in args.only.split(",") if x.strip()] if args.only else None,
+                               latency_budget_s=args.latency_budget)
     job_id = args.job or os.environ.get("CSFORGE_JOB_ID")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     from core.eval import jobs as eval_jobs
@@ -117,7 +121,7 @@ def cmd_run(args) -> int:
     try:
         result = run(settings, run_id=args.resume or args.run_id, resume=bool(args.resume),
                      progress=_job_progress(job_id))
-    except SuiteError as exc:
+    except (SuiteError, SubsetError) as exc:
         print(exc, file=sys.stderr)
         eval_jobs.finish(job_id, "failed", error=str(exc))
         return 2
@@ -128,6 +132,11 @@ def cmd_run(args) -> int:
         sys.stderr.flush()
         os._exit(130)  # do not wait for in-flight calls: finished scenarios are already stored
     summary = result["summary"]
+    if result["status"] == "failed":
+        print(f"run {result['id']} failed: every agent call failed ({summary['all_calls_failed']}); "
+              "not scored", file=sys.stderr)
+        eval_jobs.finish(job_id, "failed", error=summary["all_calls_failed"])
+        return 1
     print(scorecard_text(summary))
     eval_jobs.finish(job_id, "finished", result={"run_id": result["id"], "pass_rate": summary["pass_rate"],
                                                  "error_rate": summary["error_rate"]})
@@ -136,6 +145,12 @@ def cmd_run(args) -> int:
         print(f"FAILED the gate: pass rate {_pct(summary['pass_rate'])} < {_pct(threshold)}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_tools(args) -> int:
+    from core.eval import task_cli
+
+    return task_cli.cmd_tools(args)
 
 
 def cmd_validate(args) -> int:
@@ -169,6 +184,11 @@ def cmd_show(args) -> int:
         if args.failed and r["passed"]:
             continue
         print(f"\n{'pass' if r['passed'] else 'FAIL'} {r['scenario']} ({r['category']}) {r['error'] or ''}")
+        if args.transcripts:
+            from core.eval.report import transcript_text
+
+            print(transcript_text(r))
+            continue
         for c in r["checks"]:
             if c["passed"] is False:
                 print(f"   turn {c['turn']}: {c['name']}: {c['reason']}")
@@ -187,9 +207,11 @@ def cmd_diff(args) -> int:
 def cmd_promote(args) -> int:
     from core.eval import gate as eval_gate
 
+    # a kill (SIGTERM) of a promote mid-run records the run as interrupted, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     decision = eval_gate.promote(args.candidate, args.customer, tolerance=args.tolerance,
                                  override_reason=args.override, concurrency=args.concurrency or 8,
-                                 judge=args.judge, reuse=not args.rerun)
+                                 judge=args.judge, reuse=not args.rerun, progress=_job_progress(None))
     print(json.dumps(decision.as_dict(), ensure_ascii=False, indent=2))
     return 0 if decision.promoted else 1
 
@@ -235,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--min-pass-rate", type=float, help="exit 1 below this pass rate (a CI gate)")
     r.add_argument("--judge", help="judge model for judge checks when the suite names none")
     r.add_argument("--simulator", help="model that plays the customer in `simulate` scenarios")
+    r.add_argument("--only", metavar="IDS_OR_CATEGORIES", help="comma-separated scenario ids or categories to run")
+    r.add_argument("--latency-budget", type=float, metavar="S",
+                   help="per-turn latency budget in seconds for this run (0: off; default: the suite's)")
     r.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run")
     r.add_argument("--run-id", help=argparse.SUPPRESS)
     r.add_argument("--job", help=argparse.SUPPRESS)
@@ -251,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("show", help="print a run's scorecard and failures")
     s.add_argument("run_id")
     s.add_argument("--failed", action="store_true")
+    s.add_argument("--transcripts", action="store_true", help="print every turn: user, agent, failed checks")
     s.set_defaults(func=cmd_show)
     d = sub.add_parser("diff", help="compare two runs")
     d.add_argument("run_a")
@@ -269,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("session_id")
     g.add_argument("--message", help="the flagged message (default: the first flagged one)")
     g.set_defaults(func=cmd_regress)
+    t = sub.add_parser("tools", help="a client's tools as the agent sees them (schemas from tools.py)")
+    t.add_argument("customer")
+    t.add_argument("--json", action="store_true", help="the OpenAI tool schemas")
+    t.set_defaults(func=cmd_tools)
     a = sub.add_parser("agreement", help="human flags vs automatic checks")
     a.add_argument("--customer")
     a.set_defaults(func=cmd_agreement)

@@ -4,11 +4,18 @@
            [--override "reason the candidate ships anyway"]
 
 Both the candidate and the current production model are scored on the customer's suite (a
-finished run of the same suite hash is reused unless --rerun). Promotion is refused when the
+finished run of the same suite hash is reused unless --rerun; a run started here prints its
+progress, and an interrupted one is recorded as interrupted). Promotion is refused when the
 candidate's pass rate is lower than production's by more than the tolerance, or its error rate
-higher by more than the tolerance. An override promotes anyway and records its reason. The
+higher by more than the tolerance; with no production model yet, the candidate must reach the
+suite's own pass-rate threshold. An override promotes anyway and records its reason. The
 decision (both summaries, reasons, override) goes into the candidate's registry metrics under
 `release` and into the jobs table (kind "release") for the history.
+
+Production per customer has one source, `production_map()`: a customer's own model with status
+production, or a shared model (no `customer`, e.g. a base model) whose metrics list the customer
+under `production_for`. Promoting a shared model never rewrites its `customer`, so it can be
+production for several customers at once.
 """
 from __future__ import annotations
 
@@ -43,12 +50,47 @@ class Decision:
         return out
 
 
-def production_model(customer: str) -> str | None:
-    """The customer's production model (at most one by construction)."""
+SHARED_KEY = "production_for"  # metrics key of a shared model: the customers it serves in production
+
+
+def production_map() -> dict[str, str]:
+    """customer -> production model, for every customer that has one (the one place to ask)."""
     from core import registry
 
-    found = [e.name for e in registry.load().entries.values() if e.customer == customer and e.status == "production"]
-    return found[0] if found else None
+    out: dict[str, str] = {}
+    for e in registry.load().entries.values():
+        if e.customer and e.status == "production":
+            out.setdefault(e.customer, e.name)
+        elif not e.customer:
+            for customer in (e.metrics or {}).get(SHARED_KEY) or []:
+                out.setdefault(customer, e.name)
+    return out
+
+
+def production_model(customer: str) -> str | None:
+    """The customer's production model, or None."""
+    return production_map().get(customer)
+
+
+def _set_production(name: str, customer: str, on: bool) -> None:
+    """Make `name` production for `customer` (or stop it); a shared model keeps its `customer` empty."""
+    from core import registry
+
+    entry = registry.get(name)
+    if entry.customer:
+        registry.update(name, status="production" if on else "retired")
+        return
+    serving = [c for c in (entry.metrics or {}).get(SHARED_KEY) or [] if c != customer]
+    registry.set_metrics(name, {SHARED_KEY: sorted(serving + ([customer] if on else []))})
+
+
+def first_promotion(summary: dict, threshold: float) -> list[str]:
+    """With no production model to compare against, the candidate must meet the suite's threshold."""
+    rate = summary.get("pass_rate") or 0.0
+    if rate < threshold:
+        return [f"no production model yet: the first one must reach the suite's pass-rate threshold "
+                f"{threshold:.0%}, the candidate has {rate:.1%}"]
+    return []
 
 
 def compare(candidate: dict, production: dict, tolerance: float) -> list[str]:
@@ -63,8 +105,12 @@ def compare(candidate: dict, production: dict, tolerance: float) -> list[str]:
     return reasons
 
 
+class NeedsRun(RuntimeError):
+    """No finished run to reuse and running one here was not allowed (the page starts it as a job)."""
+
+
 def scored_run(model: str, customer: str, suite, *, reuse: bool, concurrency: int, judge: str | None,
-               runner=None) -> dict:
+               runner=None, progress=None, run_missing: bool = True) -> dict:
     """A finished run of `model` on this exact suite: reused when one exists, else run now."""
     from core.eval.runner import RunSettings, run
 
@@ -72,12 +118,15 @@ def scored_run(model: str, customer: str, suite, *, reuse: bool, concurrency: in
         for row in es.runs(customer=customer, model=model, status="finished"):
             if row["suite_hash"] == suite.hash():
                 return row
+    if not run_missing:
+        raise NeedsRun(f"{model} has no finished run of the current {customer} suite: start one (Run tab)")
     settings = RunSettings(model=model, customer=customer, concurrency=concurrency, judge=judge)
-    return (runner or run)(settings, suite=suite)
+    return (runner or run)(settings, suite=suite, progress=progress)
 
 
 def promote(candidate: str, customer: str, *, tolerance: float | None = None, override_reason: str | None = None,
-            concurrency: int = 8, judge: str | None = None, reuse: bool = True, suite=None) -> Decision:
+            concurrency: int = 8, judge: str | None = None, reuse: bool = True, suite=None,
+            progress=None, run_missing: bool = True) -> Decision:
     """Score candidate and production on the customer's suite and promote if the gate allows."""
     from core import registry
     from core.eval.suite import load_suite
@@ -93,17 +142,28 @@ def promote(candidate: str, customer: str, *, tolerance: float | None = None, ov
     if current == candidate:
         decision.reasons.append(f"{candidate} is already production for {customer}")
         return _record(decision)
-    cand = scored_run(candidate, customer, suite, reuse=reuse, concurrency=concurrency, judge=judge)
+    how = dict(reuse=reuse, concurrency=concurrency, judge=judge, progress=progress, run_missing=run_missing)
+    try:
+        cand = scored_run(candidate, customer, suite, **how)
+        prod = scored_run(current, customer, suite, **how) if current else None
+    except NeedsRun as exc:
+        decision.reasons.append(str(exc))
+        return _record(decision)
     decision.candidate_run, decision.candidate_summary = cand["id"], cand["summary"]
-    if current:
-        prod = scored_run(current, customer, suite, reuse=reuse, concurrency=concurrency, judge=judge)
+    if cand["status"] != "finished":
+        decision.reasons.append(f"the candidate's run {cand['id']} is {cand['status']}: "
+                                f"{(cand['summary'] or {}).get('all_calls_failed') or 'not scored'}")
+        return _record(decision)  # not even an override ships a model that never answered
+    if prod:
         decision.production_run, decision.production_summary = prod["id"], prod["summary"]
         decision.reasons = compare(cand["summary"], prod["summary"], tol)
+    else:
+        decision.reasons = first_promotion(cand["summary"], suite.thresholds.pass_rate)
     if decision.reasons and not override_reason:
         return _record(decision)
     if current:
-        registry.update(current, status="retired")
-    registry.update(candidate, status="production", customer=customer)
+        _set_production(current, customer, False)
+    _set_production(candidate, customer, True)
     decision.promoted = True
     return _record(decision)
 

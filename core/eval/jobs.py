@@ -39,6 +39,17 @@ def start(model: str, customer: str | None, suite_path: str | None = None, concu
     return job_id
 
 
+def resume(run_id: str, concurrency: int | None = None) -> str:
+    """Finish an interrupted run in the background (`python -m core.eval run --resume RUN_ID`)."""
+    job_id = jobs.new_id()
+    args = ["-m", "core.eval", "run", "--resume", run_id, "--job", job_id]
+    args += ["--concurrency", str(concurrency)] if concurrency else []
+    job = jobs.create(KIND, f"resume {run_id}", {"cmd": [sys.executable, *args], "run_id": run_id}, job_id=job_id)
+    jobs.update(job_id, status="running", progress={"done": 0, "total": None, "run_id": run_id})
+    jobs.spawn(job, args, env={"HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    return job_id
+
+
 def update(job_id: str | None, *, progress: dict | None = None, **fields) -> None:
     """Set columns; `progress` keys are merged into the stored progress. No job id: nothing to do."""
     if not job_id:

@@ -28,11 +28,21 @@ def baseline_model() -> str | None:
     return next((e.name for e in entries if e.type == "base"), None)
 
 
+def all_calls_failed(rows: list[dict]) -> str | None:
+    """The first error when every agent call of a run failed (no key, host down), else None."""
+    turns = [t for r in rows for t in r["transcript"].get("turns", [])]
+    if not turns or any(t.get("glitch") not in ("error", "timeout") for t in turns):
+        return None
+    glitches = [g for r in rows for g in r["transcript"].get("glitches", []) if g.get("kind") in ("error", "timeout")]
+    return (glitches[0]["message"] if glitches else "every call failed")[:300]
+
+
 def latest_runs(customer: str | None) -> dict[str, dict]:
     """The newest finished run of each model for a customer."""
     out: dict[str, dict] = {}
     for row in es.runs(customer=customer, status="finished"):
-        out.setdefault(row["model"], row)
+        if (row["settings"] or {}).get("kind") != "tasks":  # task runs have their own tab (tools_view)
+            out.setdefault(row["model"], row)
     return out
 
 
@@ -68,6 +78,8 @@ def trend(model: str, customer: str | None) -> list[dict]:
     """A model's finished runs on a customer's suite, oldest first."""
     rows = []
     for run in reversed(es.runs(customer=customer, model=model, status="finished")):
+        if (run["settings"] or {}).get("kind") == "tasks":
+            continue
         s = run["summary"] or {}
         rows.append({"run_id": run["id"], "created_at": run["created_at"], "suite_hash": run["suite_hash"],
                      "pass_rate": s.get("pass_rate"), "error_rate": s.get("error_rate"),
@@ -96,3 +108,75 @@ def diff(run_a: str, run_b: str) -> dict[str, Any]:
             "still_failing": [s for s in both if not a[s]["passed"] and not b[s]["passed"]],
             "only_in_a": sorted(set(a) - set(b)), "only_in_b": sorted(set(b) - set(a)),
             "why": detail}
+
+
+# ---------------------------------------------------------------- checks, grid, transcripts
+
+def check_state(check: dict) -> str:
+    """pass | fail | skipped: a check that could not decide (judge not configured or failed) is not a pass."""
+    return {True: "pass", False: "fail"}.get(check.get("passed"), "skipped")
+
+
+CHECK_MARK = {"pass": "✓", "fail": "✗", "skipped": "–"}
+
+
+def transcript_text(row: dict) -> str:
+    """A scenario's conversation as text: each turn, the reply, every check with its state and reason."""
+    lines = []
+    tx = row["transcript"]
+    for turn in tx.get("turns", []):
+        lines.append(f"   [{turn['turn'] + 1}] user:  {turn['user']}")
+        lines.append(f"       agent: {turn['reply'] or '(empty reply)'}"
+                     + (f"  [glitch: {turn['glitch']}]" if turn.get("glitch") else ""))
+        for c in turn.get("checks", []):
+            state = check_state(c)
+            lines.append(f"       {CHECK_MARK[state]} {state:7} {c['name']}: {c['reason']}")
+    for c in tx.get("conversation_checks", []):
+        state = check_state(c)
+        lines.append(f"   conversation {CHECK_MARK[state]} {state:7} {c['name']}: {c['reason']}")
+    return "\n".join(lines)
+
+
+def grid(customer: str | None, models: list[str] | None = None) -> list[dict]:
+    """Test x model: one row per scenario, one column per model (latest finished run): pass | fail | None."""
+    latest = latest_runs(customer)
+    chosen = [m for m in (models or list(latest)) if m in latest]
+    cells: dict[str, dict] = {}
+    for model in chosen:
+        for r in es.results(latest[model]["id"]):
+            row = cells.setdefault(r["scenario"], {"scenario": r["scenario"], "category": r["category"]})
+            row[model] = "pass" if r["passed"] else "fail"
+    return [{**row, **{m: row.get(m) for m in chosen}} for _, row in sorted(cells.items())]
+
+
+def registry_scores(customer: str) -> list[dict]:
+    """Scores in registry.yaml for this customer whose run is not in this console's database
+    (e.g. shipped with the repo): shown as such, so Home and the Scorecard tell the same story."""
+    from core import registry
+
+    stored = {r["id"] for r in es.runs(customer=customer)}
+    rows = []
+    for e in registry.load().entries.values():
+        s = registry.eval_summaries(e.metrics).get(customer)
+        if s and s.get("run_id") not in stored:
+            rows.append({"model": e.name, "run_id": s.get("run_id"), "pass_rate": s.get("pass_rate"),
+                         "error_rate": s.get("error_rate"), "scenarios": s.get("scenarios"),
+                         "finished_at": s.get("finished_at"), "suite_hash": s.get("suite_hash")})
+    return rows
+
+
+def reap_interrupted() -> list[str]:
+    """Runs still 'running' whose eval job is no longer alive become 'interrupted' (resumable)."""
+    from core import jobs
+
+    live = {}
+    for job in jobs.list_jobs("eval", limit=200):
+        run_id = (job.config or {}).get("run_id")
+        if run_id:
+            live[run_id] = live.get(run_id, False) or job.active
+    reaped = []
+    for run in es.runs(status="running"):
+        if run["id"] in live and not live[run["id"]]:
+            es.set_status(run["id"], "interrupted")
+            reaped.append(run["id"])
+    return reaped
