@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -37,6 +38,17 @@ def sent_messages(session_id: str, model: str) -> list[dict]:
         return llm.resolve(model, history, **_call_args(session, model)).messages
     except llm.CallError as exc:
         return [{"role": "error", "content": str(exc)}]
+
+
+def wait_settled(session_id: str, timeout_s: float = 3.0) -> bool:
+    """Wait until no model of the session owes a reply (a stopped stream stores its text as it unwinds,
+    possibly while the next page run has already started); False when some still do after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while sandbox.pending(session_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _targets(session: sandbox.Session, models: list[str] | None) -> list[str]:
@@ -121,6 +133,7 @@ def stream(session_id: str, models: list[str] | None = None, stop: threading.Eve
     for t in threads:
         t.start()
     left = set(targets)
+    started = time.perf_counter()
     try:
         while left:
             try:
@@ -136,4 +149,5 @@ def stream(session_id: str, models: list[str] | None = None, stop: threading.Eve
     finally:
         stop.set()
         for model in left:  # closed early: the threads may be blocked on the network; do not wait
-            once.store(session.id, model, llm.Completion("".join(seen[model]).strip(), model, error=STOPPED))
+            once.store(session.id, model, llm.Completion("".join(seen[model]).strip(), model,
+                                                         latency_s=time.perf_counter() - started, error=STOPPED))
