@@ -1,101 +1,190 @@
-"""Local provider overhead and embedded-model load times, measured in one process.
+"""The embedded model in a sandbox chat: today's path vs the old one, interleaved in one process.
 
-    .venv/bin/python bench/local_llm_bench.py [--tokens 64] [--rounds 5]     # CSFORGE_TORCH_THREADS=1 on a busy box
+    .venv/bin/python bench/local_llm_bench.py [--turns 3] [--tokens 128] [--model shop_zh-prompt]
+    .venv/bin/python bench/local_llm_bench.py --cold          # also cold start to first reply (subprocesses)
+    .venv/bin/python bench/local_llm_bench.py --eval 4        # also 4 eval-style calls at concurrency 1 vs 2
 
-1. tokens/s of `core.llm.chat("smollm2-135m", ...)` (resolve -> LiteLLM -> the `local`
-   custom provider -> generate) against raw `model.generate` on the same loaded model,
-   prompt and greedy settings; both produce the same tokens. Target ratio >= 0.9.
-2. Load time of the embedded model: GGUF conversion (only when not converted yet), cold
-   (first load in this process, imports included), warm (reload from the converted
-   folder after dropping our cache; target <= 3 s), cached (what every later call pays).
-Rounds alternate ours/raw so background load on the machine hits both alike; the best
-round, the median round and CPU-time rates are printed (on a shared box, trust CPU time).
+A shop_zh sandbox session on the prompt-engineered model (policy + context + history),
+128-token greedy replies, turn by turn:
+  old   what CSForge did before: the history rendered into the system prompt (so nothing
+        of the prompt repeats between turns), fp32 `model.generate` on the whole prompt;
+  ours  `core.llm.stream_chat`: policy and context as a stable system prefix, the turns as
+        messages, a prefix KV cache reused across turns, bf16-autocast prefill where the
+        CPU has bf16, the lighter decode loop.
+Both run on the same loaded weights with the same threads, one after the other for each
+turn, and both see the same conversation (ours' replies). Printed per turn: time to first
+token (TTFT), reply time, decode tokens/s; and the ratio old/ours. On a shared box the
+load average is printed with the figures: compare ratios, not absolute times.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import re
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PROMPT = [{"role": "user", "content": "Explain in a few sentences how to return a pair of shoes "
-                                      "that do not fit to an online shop."}]
+CONTEXT = {"order_id": "SZ20240611-0087", "status": "已发货", "carrier": "顺丰", "eta": "6月14日",
+           "customer_tier": "金卡会员"}
+TURNS = ["你好，我的订单到哪里了？", "能不能快一点？我周五要用。", "如果来不及，我可以退货吗？运费谁出？",
+         "好的，那请帮我记下来。"]
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
+def old_render(template: str, messages: list[dict], context: dict, policy: str) -> list[dict]:
+    """core.llm.render_prompt as it was: history and question inside the system message."""
+    from core.llm import format_context
+
+    turns = [m for m in messages if m["role"] in ("user", "assistant")]
+    question = turns[-1]["content"]
+    history = "\n".join(f"{'Customer' if m['role'] == 'user' else 'Agent'}: {m['content']}"
+                        for m in turns[:-1]) or "(start of conversation)"
+    values = {"{context}": format_context(context), "{history}": history, "{question}": question,
+              "{policy}": policy}
+    system = re.sub("|".join(re.escape(k) for k in values), lambda m: values[m.group(0)], template)
+    return [{"role": "system", "content": system.strip()}, {"role": "user", "content": question}]
 
 
-def load_times() -> dict[str, float]:
-    from core import local_provider as lp
+class _FirstToken:
+    """A generate() streamer that notes when the first new token arrives."""
 
-    out: dict[str, float] = {}
-    if not (lp.embedded_folder() / "config.json").exists():
-        _, out["convert GGUF (first run only)"] = timed(lp.ensure_embedded)
-    _, out["cold load (first in process, incl. imports)"] = timed(lp.load, lp.EMBEDDED_MODEL)
-    lp.clear_cache()
-    _, out["warm load (converted folder, imports done)"] = timed(lp.load, lp.EMBEDDED_MODEL)
-    _, out["cached (every later call)"] = timed(lp.load, lp.EMBEDDED_MODEL)
-    return out
+    def __init__(self) -> None:
+        self.calls, self.at = 0, None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:  # the first put is the prompt
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
 
 
-def raw_generate(loaded, max_tokens: int) -> int:
+def old_turn(loaded, messages: list[dict], max_tokens: int) -> tuple[float, float, int]:
+    """(TTFT, total seconds, new tokens) of the old fp32 generate() path."""
     import torch
 
-    enc = loaded.tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_dict=True,
+    enc = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                                return_tensors="pt")
+    first = _FirstToken()
+    start = time.perf_counter()
     with torch.inference_mode():
-        out = loaded.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+        out = loaded.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, streamer=first,
                                     pad_token_id=loaded.tokenizer.pad_token_id)
-    return int(out.shape[1] - enc["input_ids"].shape[1])
+    total = time.perf_counter() - start
+    return (first.at or time.perf_counter()) - start, total, int(out.shape[1] - enc["input_ids"].shape[1])
 
 
-def throughput(max_tokens: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """tokens/s (ours, raw): best round and median round, by wall clock and by this process's CPU time."""
-    from core import llm, local_provider as lp
+def our_turn(model: str, history: list[dict], max_tokens: int) -> tuple[float, float, int, str]:
+    """(TTFT, total seconds, new tokens, reply) through core.llm.stream_chat."""
+    from core import llm
 
+    start = time.perf_counter()
+    ttft = None
+    for item in llm.stream_chat(model, history, context=CONTEXT, customer="shop_zh", max_tokens=max_tokens,
+                                timeout=600):
+        if isinstance(item, str):
+            ttft = ttft or time.perf_counter() - start
+        else:
+            done = item
+    assert done.ok, done.error
+    return ttft or done.latency_s, time.perf_counter() - start, done.output_tokens, done.text
+
+
+def session(model: str, turns: int, max_tokens: int) -> list[dict]:
+    from core import llm, local_provider as lp, registry
+
+    entry = registry.load().entries[model]
     loaded = lp.load(lp.EMBEDDED_MODEL)
-    llm.chat(llm.EMBEDDED_MODEL, PROMPT, max_tokens=8)  # warm-up: litellm import, first kernels
-    raw_generate(loaded, 8)
-    wall: dict[str, list[float]] = {"ours": [], "raw": []}
-    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
-    for _ in range(rounds):
-        t, c = time.perf_counter(), time.process_time()
-        done = llm.chat(llm.EMBEDDED_MODEL, PROMPT, max_tokens=max_tokens, timeout=600)
-        assert done.ok, done.error
-        wall["ours"].append(done.output_tokens / (time.perf_counter() - t))
-        cpu["ours"].append(done.output_tokens / (time.process_time() - c))
-        t, c = time.perf_counter(), time.process_time()
-        n = raw_generate(loaded, max_tokens)
-        assert n == done.output_tokens, (n, done.output_tokens)  # same work on both sides
-        wall["raw"].append(n / (time.perf_counter() - t))
-        cpu["raw"].append(n / (time.process_time() - c))
-    return {"wall, best round": (max(wall["ours"]), max(wall["raw"])),
-            "wall, median round": (statistics.median(wall["ours"]), statistics.median(wall["raw"])),
-            "CPU time, median": (statistics.median(cpu["ours"]), statistics.median(cpu["raw"]))}
+    template, policy = entry.prompt_template or "", llm.policy_text("shop_zh")
+    history: list[dict] = []
+    rows = []
+    for n, text in enumerate(TURNS[:turns], 1):
+        history.append({"role": "user", "content": text})
+        before = os.getloadavg()[0]
+        o_ttft, o_total, o_tokens = old_turn(loaded, old_render(template, history, CONTEXT, policy), max_tokens)
+        u_ttft, u_total, u_tokens, reply = our_turn(model, history, max_tokens)
+        history.append({"role": "assistant", "content": reply})
+        rows.append({"turn": n, "old": (o_ttft, o_total, o_tokens), "ours": (u_ttft, u_total, u_tokens),
+                     "load": (before + os.getloadavg()[0]) / 2})
+    return rows
+
+
+def print_session(rows: list[dict]) -> None:
+    print(f"\n{'turn':4} {'':5} {'TTFT s':>7} {'reply s':>8} {'tokens':>6} {'decode tok/s':>12}   load")
+    for r in rows:
+        for side in ("old", "ours"):
+            ttft, total, tokens = r[side]
+            rate = (tokens - 1) / (total - ttft) if total > ttft and tokens > 1 else 0.0
+            print(f"{r['turn']:<4} {side:5} {ttft:7.2f} {total:8.2f} {tokens:6d} {rate:12.1f}   {r['load']:.1f}")
+        (ot, oT, on), (ut, uT, un) = r["old"], r["ours"]
+        o_rate = (on - 1) / (oT - ot) if oT > ot and on > 1 else 0.0
+        u_rate = (un - 1) / (uT - ut) if uT > ut and un > 1 else 0.0
+        print(f"{r['turn']:<4} ratio TTFT old/ours {ot / ut:5.1f}x   reply-time old/ours {oT / uT:4.1f}x   "
+              f"decode ours/old {u_rate / o_rate if o_rate else 0:4.2f}x")
+
+
+def cold_start() -> None:
+    """Seconds from a fresh interpreter to the first reply: old route (litellm import + generate) vs ours."""
+    old = ("import time; t=time.perf_counter(); import litellm; from core import local_provider as lp; import torch;"
+           "m=lp.load(lp.EMBEDDED_MODEL); e=m.tokenizer.apply_chat_template([{'role':'user','content':'你好'}],"
+           "add_generation_prompt=True,return_dict=True,return_tensors='pt');"
+           "m.model.generate(**e,max_new_tokens=16,do_sample=False); print(time.perf_counter()-t)")
+    ours = ("import time; t=time.perf_counter(); from core import llm;"
+            "c=llm.chat('smollm2-135m',[{'role':'user','content':'你好'}],max_tokens=16); assert c.ok, c.error;"
+            "print(time.perf_counter()-t)")
+    root = Path(__file__).resolve().parent.parent
+    times = {}
+    for name, code in (("old", old), ("ours", ours), ("old", old), ("ours", ours)):
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+        times.setdefault(name, []).append(float(out.stdout.strip().splitlines()[-1]))
+    print(f"\ncold start to first reply (best of 2): old {min(times['old']):.1f} s, ours {min(times['ours']):.1f} s, "
+          f"ratio {min(times['old']) / min(times['ours']):.1f}x   load {os.getloadavg()[0]:.1f}")
+
+
+def eval_concurrency(calls: int) -> None:
+    """Wall time of `calls` independent chats on the embedded model at 1 vs 2 workers."""
+    from core import llm
+
+    def one(i: int) -> None:
+        c = llm.chat("shop_zh-prompt", [{"role": "user", "content": TURNS[i % len(TURNS)]}],
+                     context={**CONTEXT, "n": i}, customer="shop_zh", max_tokens=48, timeout=600)
+        assert c.ok, c.error
+
+    walls = {}
+    for workers in (1, 2, 1, 2):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(calls)))
+        walls.setdefault(workers, []).append(time.perf_counter() - start)
+    w1, w2 = min(walls[1]), min(walls[2])
+    print(f"\n{calls} eval-style calls: 1 worker {w1:.1f} s, 2 workers {w2:.1f} s (2 vs 1: {w1 / w2:.2f}x; "
+          f">= ~1.0 means more workers are not slower)   load {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--model", default="shop_zh-prompt")
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--eval", type=int, default=0, metavar="N")
     args = ap.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.1f} (the bench shares the CPUs with whatever runs)")
-    for what, seconds in load_times().items():
-        print(f"{what:48s} {seconds:7.2f} s")
-    import torch
+    from core import local_decode, threads
 
-    print(f"torch threads: {torch.get_num_threads()} (set CSFORGE_TORCH_THREADS to change)")
-    print(f"{'tokens/s':22s} {'ours':>7s} {'raw':>7s} {'ratio':>6s}  (target ratio >= 0.9)")
-    for how, (ours, raw) in throughput(args.tokens, args.rounds).items():
-        print(f"{how:22s} {ours:7.1f} {raw:7.1f} {ours / raw:6.2f}")
+    n = threads.configure()
+    print(f"load average {os.getloadavg()[0]:.1f}; torch threads {n}; prefill {local_decode.prefill_dtype()}"
+          f" (CPU bf16: {local_decode.cpu_has_bf16()})")
+    print_session(session(args.model, args.turns, args.tokens))
+    if args.eval:
+        eval_concurrency(args.eval)
+    if args.cold:
+        cold_start()
 
 
 if __name__ == "__main__":

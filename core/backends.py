@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from core import lora_trainer, threads
 from core.dataset import approx_tokens
 from core.training import Collator, Examples, chat_jsonl, tokenize_all
 
@@ -88,9 +89,9 @@ class LoraBackend:
 
     def run(self, ctx: Context) -> Outcome:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        threads.configure()  # before torch works: CSFORGE_TORCH_THREADS or the free cores
         import torch
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, Trainer
+        from transformers import AutoTokenizer, EarlyStoppingCallback
 
         cfg, lora = ctx.config, ctx.config.lora
         base = resolve_base(cfg.base_model)
@@ -100,28 +101,18 @@ class LoraBackend:
         if not getattr(tokenizer, "chat_template", None):
             raise BackendError(f"{base}: the tokenizer has no chat_template; LoRA needs the model's own")
         ctx.progress(stage="tokenising")
-        train, lost_train = tokenize_all(ctx.examples.train, tokenizer, lora.max_seq_len)
-        val, lost_val = tokenize_all(ctx.examples.val, tokenizer, lora.max_seq_len)
-        if not train:
-            raise BackendError("no training example has an agent token within max_seq_len")
+        train, val, lost, warning = _tokenised(ctx, tokenizer)
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
-            target_modules=lora.target_modules))
+        model, dropout = _peft_model(base, lora, device)
         early = cfg.epochs is None and bool(val)
-        args = training_arguments(cfg, ctx.work_dir / "checkpoints", device, len(train), early)
+        args = training_arguments(cfg, ctx.work_dir / "checkpoints", device, len(train), early, bool(val))
         tracker = progress_callback(ctx.progress, ctx.cancelled)
         callbacks = [tracker] + ([EarlyStoppingCallback(lora.patience)] if early else [])
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val or None,
-                          data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer,
-                          callbacks=callbacks)
-        before = ctx.resume and _previous_val_loss(ctx.work_dir)
-        if not before and val:
-            ctx.progress(stage="validation loss before training")
-            before = trainer.evaluate()["eval_loss"]
-            (ctx.work_dir / "val_loss_before.txt").write_text(repr(before))
+        trainer = lora_trainer.trainer_class()(
+            model=model, args=args, train_dataset=train, eval_dataset=val or None,
+            data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks)
+        before = _val_loss_before(ctx, trainer, bool(val), lora.eval_before)
         ctx.progress(stage="training", val_loss_before=before)
         started = time.perf_counter()
         checkpoint = _last_checkpoint(ctx.work_dir) if ctx.resume else None
@@ -133,21 +124,67 @@ class LoraBackend:
         after = _final_val_loss(trainer, early) if val else None
         adapter = ctx.out_dir / "adapter"
         trainer.save_model(str(adapter))  # adapter + tokenizer, written by the main process only
-        tokens = int(state.num_input_tokens_seen) - tracker.tokens_at_start
-        hyper = lora.model_dump() | {"epochs": cfg.epochs, "seed": cfg.seed, "device": device,
+        seen = int(state.num_input_tokens_seen)  # the whole run: restored from the checkpoint on resume
+        this_part = seen - tracker.tokens_at_start
+        hyper = lora.model_dump() | {"dropout": dropout, "epochs": cfg.epochs, "seed": cfg.seed, "device": device,
                                      "precision": "bf16" if args.bf16 else "fp32",
                                      "steps": state.global_step, "max_steps_resolved": state.max_steps}
         return Outcome(
             type="finetune", access_point=f"local/{cfg.name}", adapter_path=_home_relative(adapter),
             hyperparameters=hyper, epochs=epochs_reason(cfg, state, early, tracker.stopped_by_cancel),
             metrics={"val_loss_before": before, "val_loss_after": after,
-                     "train_loss": result.training_loss, "train_tokens": tokens,
-                     "tokens_per_s": tokens / wall if wall else 0.0, "train_wall_s": wall,
-                     "examples_over_max_seq_len": lost_train + lost_val,
+                     "train_loss": result.training_loss, "train_tokens": seen,
+                     "tokens_per_s": this_part / wall if wall else 0.0, "train_wall_s": wall,
+                     "peak_rss_mb": round(lora_trainer.peak_rss_mb(), 1),
+                     "torch_threads": torch.get_num_threads(),
+                     "examples_over_max_seq_len": lost, "context_warning": warning,
                      "resumed_from_step": tracker.start_step if checkpoint else None,
                      "train_examples": len(train), "val_examples": len(val),
                      "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)},
             curves=curves(state.log_history), cancelled=tracker.stopped_by_cancel)
+
+
+def _tokenised(ctx: Context, tokenizer: Any) -> tuple[list, list, int, str | None]:
+    """Train and validation items, examples lost to max_seq_len, and a warning when context crowds it."""
+    max_len = ctx.config.lora.max_seq_len
+    train, lost_train = tokenize_all(ctx.examples.train, tokenizer, max_len)
+    val, lost_val = tokenize_all(ctx.examples.val, tokenizer, max_len)
+    overflow = lora_trainer.context_overflow(ctx.examples.kept, tokenizer, max_len)
+    warning = lora_trainer.overflow_message(overflow) if overflow else None
+    if warning:
+        print(f"WARNING: {warning}", flush=True)
+        ctx.progress(warning=warning)
+    if not train:
+        raise BackendError("no training example has an agent token within max_seq_len"
+                           + (f": {warning}" if warning else ""))
+    return train, val, lost_train + lost_val, warning
+
+
+def _peft_model(base: Path, lora: Any, device: str) -> tuple[Any, float]:
+    """The base model in fp32 with LoRA adapters; dropout None means off on CPU, 0.05 elsewhere."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # On a CPU dropout costs ~8% of a step and copies activations; small adapters on a
+    # few hundred chats are regularised by early stopping on validation loss instead.
+    dropout = lora.dropout if lora.dropout is not None else (0.0 if device == "cpu" else 0.05)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout,
+                                             task_type="CAUSAL_LM", target_modules=lora.target_modules))
+    if lora.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need a grad path from the inputs
+    return model, dropout
+
+
+def _val_loss_before(ctx: Context, trainer: Any, has_val: bool, wanted: bool) -> float | None:
+    """Validation loss of the untrained adapter (skipped when eval_before is off or no val set)."""
+    before = _previous_val_loss(ctx.work_dir) if ctx.resume else None
+    if before is None and has_val and wanted:
+        ctx.progress(stage="validation loss before training")
+        before = trainer.evaluate()["eval_loss"]
+        (ctx.work_dir / "val_loss_before.txt").write_text(repr(before))
+    return before
 
 
 def _home_relative(path: Path) -> str:
@@ -160,7 +197,8 @@ def _home_relative(path: Path) -> str:
         return str(path)
 
 
-def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, early: bool) -> Any:
+def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, early: bool,
+                       has_val: bool = True) -> Any:
     """TrainingArguments from the job config (the same under `accelerate launch`)."""
     import torch
     from transformers import TrainingArguments
@@ -175,11 +213,12 @@ def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, ea
         per_device_train_batch_size=lora.batch_size, per_device_eval_batch_size=lora.batch_size,
         gradient_accumulation_steps=lora.grad_accum, learning_rate=lora.learning_rate,
         lr_scheduler_type=lora.scheduler, warmup_steps=lora.warmup_steps, weight_decay=lora.weight_decay,
-        logging_steps=lora.logging_steps, eval_strategy="steps", eval_steps=every,
+        logging_steps=lora.logging_steps, eval_strategy="steps" if has_val else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=2,
         load_best_model_at_end=early, metric_for_best_model="eval_loss", greater_is_better=False,
         train_sampling_strategy="group_by_length", remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", restore_callback_states_from_checkpoint=True,
+        prediction_loss_only=True,
         use_cpu=device == "cpu", bf16=bf16, report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, gradient_checkpointing=lora.gradient_checkpointing)
 

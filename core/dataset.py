@@ -81,7 +81,8 @@ class ConversationDataset(_TorchDatasetBase):
       datasets         named datasets: {"demo": {"path": "data/x.jsonl", **options}}; files in
                        data/<customer>/ are found too, named by their stem
       rule_files       files the rules read (keyword lists, a knowledge base), relative to the
-                       module's folder; their content goes into the label cache key
+                       module's folder; their content goes into the label cache key; read them
+                       with `self.rule_data(name)`
 
     Any exception raised while reading, parsing, filtering or labelling one record makes that
     record a bad record (`file:line N: reason`); the other records load.
@@ -138,6 +139,30 @@ class ConversationDataset(_TorchDatasetBase):
     def context(self, conv: Conversation) -> dict:
         """What the agent knew besides the dialog."""
         return conv.context
+
+    def rule_data(self, name: str) -> Any:
+        """A file declared in `rule_files`, parsed (.json, .yaml/.yml; anything else as text).
+
+        Read once per dataset instance, so a rule file edited while a console runs is picked up
+        with the recomputed labels (load_dataset builds a new instance when a rule file changes),
+        never mixed with labels computed from the old one.
+        """
+        if name not in type(self).rule_files:
+            raise ValueError(f"{name!r} is not in {type(self).__name__}.rule_files; declare it there so that "
+                             f"editing it recomputes the labels")
+        cache = self.__dict__.setdefault("_rule_data", {})
+        if name not in cache:
+            path = dict(zip(type(self).rule_files, rule_file_paths(type(self))))[name]
+            text = path.read_text(encoding="utf-8")
+            if path.suffix == ".json":
+                cache[name] = json.loads(text)
+            elif path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                cache[name] = yaml.safe_load(text)
+            else:
+                cache[name] = text
+        return cache[name]
 
     # ---- torch Dataset interface -----------------------------------------------------------
     def __len__(self) -> int:

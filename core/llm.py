@@ -521,16 +521,9 @@ def tools_as_text(messages: list[dict], tools: list[dict]) -> list[dict]:
     lines.append('To call one, answer with only <tool_call>{"name": "TOOL", "arguments": {...}}</tool_call>. '
                  "Otherwise answer the customer.")
     note = "\n".join(lines)
-    out: list[dict] = []
-    for m in messages:
-        if m["role"] == "tool":
-            out.append({"role": "user", "content": f"Tool result ({m.get('name', '')}): {m.get('content')}"})
-        elif m["role"] == "assistant" and m.get("tool_calls"):
-            calls = [f"<tool_call>{json.dumps({'name': c['function']['name'], 'arguments': json.loads(c['function']['arguments'] or '{}')}, ensure_ascii=False)}</tool_call>"
-                     for c in m["tool_calls"]]
-            out.append({"role": "assistant", "content": "\n".join(calls)})
-        else:
-            out.append(dict(m))
+    from core.tool_turns import as_text
+
+    out = [dict(m) for m in as_text(messages)]
     if out and out[0]["role"] == "system":
         out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{note}"}
     else:

@@ -58,6 +58,7 @@ class Loaded:
     eos_ids: set[int] = field(default_factory=set)
     bf16_prefill: bool = False
     prefix: local_decode.PrefixCache = field(default_factory=local_decode.PrefixCache)
+    decoder: Any = None  # the int8 copy for one-token steps, or None: the model itself
 
 
 _CACHE: dict[tuple[str, str | None], Loaded] = {}
@@ -216,8 +217,9 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    decoder = local_decode.int8_decoder(model) if local_decode.decode_dtype() == "int8" else None
     return Loaded(model, tokenizer, key, time.perf_counter() - start, eos_ids=_eos_ids(model, tokenizer),
-                  bf16_prefill=local_decode.prefill_dtype() == "bf16")
+                  bf16_prefill=local_decode.prefill_dtype() == "bf16", decoder=decoder)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -276,7 +278,7 @@ def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
         yield from local_decode.decode(
             loaded.model, ids, max_tokens=max_tokens, eos_ids=loaded.eos_ids, temperature=temperature,
             seed=seed, deadline=deadline, should_stop=should_stop, prefix_cache=loaded.prefix,
-            bf16_prefill=loaded.bf16_prefill)
+            bf16_prefill=loaded.bf16_prefill, decoder=loaded.decoder)
 
 
 def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,

@@ -30,8 +30,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.paths import ROOT, home, registry_path
 
 # libyaml when present: every write re-reads the whole file under the lock.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+MAX_NODES = 100_000  # values in the file once aliases are followed: far past any registry, far below an alias bomb
+
+
+class RegistryFileError(ValueError):
+    """registry.yaml cannot be read as a list of entries; the message names the file and why."""
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise RegistryFileError(f"line {line}: key {key!r} appears twice (first on line {seen[key]})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_nodes(value: Any, budget: list[int]) -> None:
+    """Walk the loaded value as a reader would (aliases expanded); stop past MAX_NODES."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise RegistryFileError(f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _count_nodes(child, budget)
 
 PLACEHOLDERS = ("{context}", "{history}", "{question}", "{policy}")
 
@@ -108,11 +136,30 @@ class Registry:
 # ---------------------------------------------------------------- reading
 
 def _read_raw(path: Path) -> list[dict]:
+    """The raw entries; RegistryFileError (or yaml.YAMLError) for a file that is not a list of them."""
     if not path.exists():
         return []
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
-    items = data.get("models", []) if isinstance(data, dict) else data
-    return list(items or [])
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryFileError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise RegistryFileError("nested too deeply") from None
+    _count_nodes(data, [MAX_NODES])
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        if set(data) - {"models"}:
+            raise RegistryFileError(f"unknown top-level key(s) {sorted(map(str, set(data) - {'models'}))}; "
+                                    f"entries go under 'models:'")
+        data = data.get("models")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise RegistryFileError(f"'models' must be a list of entries, got {type(data).__name__} {str(data)[:40]!r}")
+    return data
 
 
 def _describe(error: ValidationError) -> str:
@@ -154,6 +201,8 @@ def load(path: Path | None = None) -> Registry:
         raw = _read_raw(path)
     except yaml.YAMLError as exc:
         return Registry(errors=[f"{path.name}: not valid YAML: {str(exc).splitlines()[0]}"], path=path)
+    except RegistryFileError as exc:
+        return Registry(errors=[f"{path.name}: {exc}"], path=path)
     reg = parse(raw, path.name)
     reg.path = path
     return reg
@@ -165,7 +214,8 @@ def get(name: str) -> Entry:
     if name in reg.entries:
         return reg.entries[name]
     known = ", ".join(reg.entries) or "(registry is empty)"
-    raise UnknownModel(f"unknown model '{name}'; registry has: {known}")
+    problems = f" ({reg.errors[0]})" if reg.errors and not reg.entries else ""
+    raise UnknownModel(f"unknown model '{name}'; registry has: {known}{problems}")
 
 
 # ---------------------------------------------------------------- writing
@@ -187,6 +237,7 @@ def _write_atomic(path: Path, items: list[dict]) -> None:
                                      sort_keys=False, width=100)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode(path))  # mkstemp makes 0600; the replaced file keeps its own mode
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -195,6 +246,16 @@ def _write_atomic(path: Path, items: list[dict]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode(path: Path) -> int:
+    """The file's permission bits, or what a new file gets under this process's umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _header(path: Path) -> str:
@@ -311,17 +372,19 @@ def provider_key(model: str) -> str | None:
     return PROVIDER_KEYS.get(model.split("/", 1)[0]) if "/" in model else None
 
 
-def availability(entry: Entry | str, _depth: int = 0) -> tuple[bool, str]:
-    """(usable now?, why / what to do) without calling the model or the network."""
+def availability(entry: Entry | str, _depth: int = 0, reg: Registry | None = None) -> tuple[bool, str]:
+    """(usable now?, why / what to do) without calling the model or the network.
+
+    `reg`: the registry already loaded (`list` passes it, so the file is read once)."""
     if isinstance(entry, str):
         try:
-            entry = get(entry)
+            entry = reg.entries[entry] if reg is not None and entry in reg.entries else get(entry)
         except UnknownModel as exc:
             return False, str(exc)
     if _depth > 5:
         return False, "base_model chain is too deep (a loop?)"
     if entry.type == "prompt":
-        return _base_availability(entry, _depth)
+        return _base_availability(entry, _depth, reg)
     if entry.adapter_path and not resolve_path(entry.adapter_path).exists():
         return False, f"adapter folder missing: {entry.adapter_path}"
     ap = entry.access_point
@@ -332,15 +395,15 @@ def availability(entry: Entry | str, _depth: int = 0) -> tuple[bool, str]:
     return _key_availability(ap)
 
 
-def _base_availability(entry: Entry, depth: int) -> tuple[bool, str]:
-    reg = load()
+def _base_availability(entry: Entry, depth: int, reg: Registry | None = None) -> tuple[bool, str]:
+    reg = reg or load()
     base = reg.entries.get(entry.base_model)
     if base is None:
         if entry.base_model.startswith(("local/", "http://", "https://")) or "/" in entry.base_model:
             return _key_availability(entry.base_model) if not entry.base_model.startswith(
                 ("local/", "http")) else (True, f"runs on {entry.base_model}")
         return False, f"base model '{entry.base_model}' is not in the registry"
-    ok, why = availability(base, depth + 1)
+    ok, why = availability(base, depth + 1, reg)
     return ok, (f"runs on {base.name}" if ok else f"base {base.name}: {why}")
 
 
@@ -374,11 +437,32 @@ def _key_availability(model: str) -> tuple[bool, str]:
 
 # ---------------------------------------------------------------- CLI
 
+def cycles(reg: Registry) -> list[list[str]]:
+    """Loops of entries built on each other (a prompt model on itself through others), each once."""
+    found: list[list[str]] = []
+    for start in reg.entries:
+        chain, name = [], start
+        while name in reg.entries and name not in chain:
+            chain.append(name)
+            name = _built_on(reg.entries[name])
+        if name == start and not any(set(c) == set(chain) for c in found):
+            found.append(chain + [start])
+    return found
+
+
+def _built_on(entry: Entry) -> str:
+    """The registry name this entry calls through: its base, or the target of local/<name>."""
+    pointed = entry.access_point.removeprefix("local/") if entry.access_point.startswith("local/") else ""
+    if entry.type == "base":
+        return pointed if pointed != entry.name else ""
+    return entry.base_model
+
+
 def _cli_list() -> int:
     reg = load()
     rows = [("NAME", "TYPE", "STATUS", "ACCESS POINT", "AVAILABLE")]
     for e in reg.entries.values():
-        ok, why = availability(e)
+        ok, why = availability(e, reg=reg)
         rows.append((e.name, e.type, e.status or "-", e.access_point, ("yes: " if ok else "no: ") + why))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
@@ -408,6 +492,9 @@ def _cli_validate() -> int:
         if e.type in ("prompt", "finetune") and e.base_model not in reg.entries and "/" not in e.base_model:
             print(f"{reg.path.name}: entry '{e.name}': field 'base_model': '{e.base_model}' is not in the registry")
             reg.errors.append(e.name)
+    for loop in cycles(reg):
+        print(f"{reg.path.name}: entries built on each other in a loop: {' -> '.join(loop)}")
+        reg.errors.append(loop[0])
     from core.retirement import registry_warnings  # retiring models: a warning, not a problem
 
     for line in registry_warnings(reg.entries.values()):
@@ -418,6 +505,10 @@ def _cli_validate() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["list"], ["show"], ["validate"]) and not registry_path().exists():
+        print(f"registry file not found: {registry_path()}"
+              + (" (from $CSFORGE_REGISTRY)" if os.environ.get("CSFORGE_REGISTRY") else ""), file=sys.stderr)
+        return 2
     if argv[:1] == ["list"]:
         return _cli_list()
     if argv[:1] == ["show"] and len(argv) == 2:

@@ -210,6 +210,19 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text[:40]!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=_positive, default=8, help="worker threads (queue + 2 at least)")
     ap.add_argument("--queue", type=_positive, default=d.queue,
                     help=f"requests admitted at once, one generating (default {d.queue}); the next gets 503")
-    ap.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request, waiting included")
+    ap.add_argument("--timeout", type=_seconds, default=d.timeout_s, help="seconds per request, waiting included")
     ap.add_argument("--max-body", type=_positive, default=d.max_body_bytes, help="request body limit in bytes")
     ap.add_argument("--no-warmup", action="store_true", help="skip the one-token call that loads the model")
     args = ap.parse_args(argv)

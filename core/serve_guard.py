@@ -96,7 +96,8 @@ def _number(body: dict, key: str, default: Any, kind: type, lo: float, hi: float
     if not ok_type or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
         raise Refused(400, f"'{key}' must be {'a number' if kind is float else 'an integer'}, got {clip(value)}", key)
     if not lo <= value <= hi:
-        raise Refused(400, f"'{key}' must be between {lo:g} and {hi:g}, got {clip(value)}", key)
+        bounds = f"{lo:g} and {hi:g}" if kind is float else f"{int(lo)} and {int(hi)}"
+        raise Refused(400, f"'{key}' must be between {bounds}, got {clip(value)}", key)
     return value
 
 

@@ -111,7 +111,7 @@ def flagged_replies() -> set[str]:
 def build_examples(ds: Any, *, threshold: float, intervention: str, handoff_message: str,
                    flagged: set[str] | None = None, include_context: bool = True,
                    val_fraction: float = 0.1, seed: int = 0, max_conversations: int | None = None,
-                   dataset_info: dict | None = None) -> Examples:
+                   dataset_info: dict | None = None, tool_turns: bool = False) -> Examples:
     """Filter by label, apply the handoff mode and curation weights, split by conversation."""
     flagged = flagged or set()
     bad_turn = getattr(ds, "bad_turn", None)
@@ -133,7 +133,7 @@ def build_examples(ds: Any, *, threshold: float, intervention: str, handoff_mess
             reason = "over max_conversations (quick-run cap)"
         if reason is None:
             example, reason = _example(sample, intervention, handoff_message, flagged, bad_turn,
-                                       include_context, zero)
+                                       include_context, zero, tool_turns)
         if reason:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
@@ -143,12 +143,13 @@ def build_examples(ds: Any, *, threshold: float, intervention: str, handoff_mess
     settings = {"min_label": threshold, "keep": f"label > {threshold:g}", "intervention": intervention,
                 "handoff_message": handoff_message if intervention == "teach_handoff" else None,
                 "flagged_replies": len(flagged), "include_context": include_context,
-                "val_fraction": val_fraction, "max_conversations": max_conversations}
+                "val_fraction": val_fraction, "max_conversations": max_conversations, "tool_turns": tool_turns}
     return Examples(train, val, dataset_info or {}, threshold, dropped, zero, whole, settings)
 
 
 def _example(sample: Any, mode: str, handoff: str, flagged: set[str], bad_turn: Any,
-             include_context: bool, zero: dict[str, int]) -> tuple[Example | None, str | None]:
+             include_context: bool, zero: dict[str, int],
+             tool_turns: bool = False) -> tuple[Example | None, str | None]:
     dialog = list(sample.dialog)
     idx = sample.human_intervention_idx
     taught = None
@@ -159,10 +160,19 @@ def _example(sample: Any, mode: str, handoff: str, flagged: set[str], bad_turn: 
             keep = idx + 1 if dialog[idx]["role"] == "user" else idx
             dialog = dialog[:keep] + [{"role": "assistant", "content": handoff}]
             taught = len(dialog) - 1
+    if tool_turns:  # the agent learns to act: context tool calls become tool-call turns (core/tool_turns.py)
+        from core.tool_turns import with_tool_turns
+
+        dialog = with_tool_turns(dialog, (sample.context or {}).get("tools"))
+        taught = len(dialog) - 1 if taught is not None else None  # the taught handoff stays last
     messages, weights = [], []
     previous_agent = None
     for n, m in enumerate(dialog):
         role, text = m["role"], (m.get("content") or "").strip()
+        if tool_turns and (role == "tool" or m.get("tool_calls")):
+            messages.append({**m, "content": m.get("content") or ""})
+            weights.append(1.0 if role == "assistant" else 0.0)  # the call is trained, its result is context
+            continue
         if role not in ("system", "user", "assistant") or (role == "assistant" and not text and m.get("tool_calls")):
             continue  # tool traffic reaches the model through the context, as at inference
         weight, why = 1.0, None
@@ -188,8 +198,9 @@ def _example(sample: Any, mode: str, handoff: str, flagged: set[str], bad_turn: 
             return None, ("no agent turn before the human took over" if idx >= 0 else "no agent turn")
         return None, "every agent turn flagged or bad"
     context = sample.context or {}
-    if include_context and context:
-        note = {"role": "system", "content": CONTEXT_NOTE + format_context(context)}
+    shown = {k: v for k, v in context.items() if k != "tools"} if tool_turns else context  # tools: in the turns
+    if include_context and shown:
+        note = {"role": "system", "content": CONTEXT_NOTE + format_context(shown)}
         if messages[0]["role"] == "system":
             messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{note['content']}"}
         else:
@@ -228,7 +239,9 @@ def tokenize(example: Example, tokenizer: Any, max_len: int) -> dict | None:
     each piece is tokenised on its own, so a reply is tokenised as at inference, where the
     prompt is tokenised and the model continues it. None when no trained token fits max_len.
     """
-    msgs = example.messages
+    from core.tool_turns import for_tokenizer
+
+    msgs = for_tokenizer(tokenizer, example.messages)  # the template's tool format, else core.llm's text one
     full = render(tokenizer, msgs)
     cuts, spans = [0], []
     for i, (m, w) in enumerate(zip(msgs, example.weights)):

@@ -245,3 +245,8 @@ else:
     session_tools(session)
     chat(session)
 stats()
+
+with st.expander("🛠️ Play the customer on a client's tool environment (tool calls and state diff inline)"):
+    from core.eval.tools_view import render_tool_sandbox
+
+    render_tool_sandbox(list(registry.load().entries))

@@ -67,8 +67,8 @@ def suite_choices(customer: str) -> list[str]:
     return sorted({sc.category for sc in suite.scenarios}) + [sc.id for sc in suite.scenarios]
 
 
-tab_cmp, tab_run, tab_tx, tab_diff, tab_gate, tab_loop = st.tabs(
-    ["Compare", "Run", "Transcripts", "Diff", "Release gate", "Human loop"])
+tab_cmp, tab_run, tab_tx, tab_diff, tab_gate, tab_loop, tab_tasks = st.tabs(
+    ["Compare", "Run", "Transcripts", "Diff", "Release gate", "Human loop", "Tasks (tools, pass^k)"])
 
 # ---------------------------------------------------------------- compare + trend
 with tab_cmp:
@@ -267,3 +267,8 @@ with tab_loop:
                                    for m in rep["messages"] if m["human"] or m["auto"]]), hide_index=True)
     else:
         st.caption("No rated or flagged sandbox sessions yet.")
+
+with tab_tasks:  # task scenarios on a client's tool environment: core/eval/tools_view.py
+    from core.eval.tools_view import render_task_runs
+
+    render_task_runs()

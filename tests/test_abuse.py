@@ -202,10 +202,13 @@ def test_bearer_token_when_set(served, monkeypatch):
     assert_serves_normally(served.url)
 
 
-def test_cli_refuses_zero_threads(capsys):
+@pytest.mark.parametrize("args,words", [(["--threads", "0"], "at least 1"), (["--queue", "\uff12"], "at least 1"),
+                                        (["--timeout", "nan"], "positive number of seconds")])
+def test_cli_refuses_bad_settings(capsys, args, words):
+    start = time.monotonic()
     with pytest.raises(SystemExit):
-        serve.main(["tiny", "--threads", "0"])
-    assert "at least 1" in capsys.readouterr().err
+        serve.main(["tiny", *args])
+    assert words in capsys.readouterr().err and time.monotonic() - start < 5
 
 
 # ---------------------------------------------------------------- core.api, the data service
@@ -338,3 +341,85 @@ def test_data_service_cli_refuses_zero_threads(capsys):
     with pytest.raises(SystemExit):
         api.main(["--threads", "0"])
     assert "at least 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the registry file (core.registry CLI)
+
+@pytest.fixture
+def reg_path(tmp_path, monkeypatch):
+    path = tmp_path / "registry.yaml"
+    monkeypatch.setenv("CSFORGE_REGISTRY", str(path))
+    return path
+
+
+BAD_FILES = [
+    ("models is a number", b"models: 5\n", "'models' must be a list of entries, got int"),
+    ("top-level scalar", b"just a string\n", "'models' must be a list of entries, got str"),
+    ("not UTF-8", "models:\n  - name: caf\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+    ("duplicate key", b"models:\n  - name: a\n    type: base\n    name: b\n", "key 'name' appears twice"),
+    ("alias bomb", b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+     + b"".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode()
+                for p, c in zip("abcdefgh", "bcdefghi")) + b"models: [{name: a, type: base, base_model: x, access_point: local/a, training: {t: *i}}]\n", "alias bomb"),
+]
+
+
+@pytest.mark.parametrize("probe,content,words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_registry_file_is_a_clear_error(reg_path, capsys, probe, content, words):
+    from core import registry
+
+    reg_path.write_bytes(content)
+    start = time.monotonic()
+    for command in (["validate"], ["list"], ["show", "a"]):
+        assert registry.main(command) != 0
+    out = capsys.readouterr()
+    assert words in out.out + out.err and "Traceback" not in out.out + out.err
+    assert time.monotonic() - start < 5
+    with pytest.raises(registry.RegistryFileError):  # a writer never replaces a file it cannot read
+        registry.upsert(registry.Entry(name="n", type="base", base_model="x", access_point="local/n"))
+    assert reg_path.read_bytes() == content
+
+
+def test_missing_registry_file_is_an_error(reg_path, capsys):
+    from core import registry
+
+    assert registry.main(["list"]) == 2 and registry.main(["validate"]) == 2
+    assert "registry file not found" in capsys.readouterr().err
+
+
+def test_prompt_model_cycle_is_reported(reg_path, capsys):
+    from core import registry
+
+    write_registry(reg_path, [
+        {"name": "p1", "type": "prompt", "base_model": "p2", "access_point": "local/p1", "prompt_template": "{question}"},
+        {"name": "p2", "type": "prompt", "base_model": "p1", "access_point": "local/p2", "prompt_template": "{question}"},
+        {"name": "ok", "type": "base", "base_model": "x", "access_point": "gemini/gemini-2.5-flash"}])
+    assert registry.main(["validate"]) == 1
+    assert "loop: p1 -> p2 -> p1" in capsys.readouterr().out
+
+
+def test_writes_keep_the_file_mode(reg_path):
+    import os
+
+    from core import registry
+
+    write_registry(reg_path, [])
+    os.chmod(reg_path, 0o644)
+    registry.upsert(registry.Entry(name="n", type="base", base_model="x", access_point="gemini/gemini-2.5-flash"))
+    assert os.stat(reg_path).st_mode & 0o777 == 0o644 and "n" in registry.load().entries
+
+
+def test_list_reads_the_file_once(reg_path, monkeypatch, capsys):
+    from core import registry
+
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    entries = [{"name": "base", "type": "base", "base_model": "x", "access_point": "gemini/gemini-2.5-flash"}]
+    entries += [{"name": f"p{i}", "type": "prompt", "base_model": "base", "access_point": "local/x",
+                 "prompt_template": "{question}"} for i in range(300)]
+    write_registry(reg_path, entries)
+    reads = []
+    real = registry._read_raw
+    monkeypatch.setattr(registry, "_read_raw", lambda path: reads.append(path) or real(path))
+    start = time.monotonic()
+    assert registry.main(["list"]) == 0
+    assert len(reads) == 1 and time.monotonic() - start < 5
+    assert capsys.readouterr().out.count("no: base base: set GEMINI_API_KEY") == 300

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import dataset as data
+from core.dataset import ConversationDataset
 from tests.client_folders import client_root, write_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,10 +106,9 @@ def test_default_dataset_is_the_clients_first(clients):
 
 
 def test_rule_files_are_part_of_the_label_cache_key(tmp_path):
-    source = ("import json, pathlib\nfrom core.dataset import ConversationDataset\n\n\n"
+    source = ("from core.dataset import ConversationDataset\n\n\n"
               "class Kb(ConversationDataset):\n    rule_files = ['kb.json']\n\n"
-              "    def quality(self, conv):\n"
-              "        return json.loads((pathlib.Path(__file__).parent / 'kb.json').read_text())['score']\n")
+              "    def quality(self, conv):\n        return self.rule_data('kb.json')['score']\n")
     with client_root(tmp_path) as (cdir, ddir):
         folder = write_client(cdir, "kbclient", source)
         (ddir / "kbclient").mkdir()
@@ -119,6 +119,17 @@ def test_rule_files_are_part_of_the_label_cache_key(tmp_path):
         assert data.load_dataset("kbclient/d")[0].label == 0.75, "in-process copy reloaded"
         data._LOADED.clear()
         assert data.load_dataset("kbclient/d")[0].label == 0.75, "label cache on disk invalidated"
+
+
+def test_reading_an_undeclared_rule_file_is_a_clear_error(tmp_path):
+    class Undeclared(ConversationDataset):
+        def quality(self, conv):
+            return self.rule_data("kb.json")["score"]
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(GOOD_LINE + "\n")
+    (error,) = Undeclared(path).errors
+    assert "quality() raised ValueError: 'kb.json' is not in Undeclared.rule_files; declare it there" in error.reason
 
 
 def test_import_core_dataset_and_listing_customers_need_no_torch():
@@ -135,3 +146,13 @@ def test_core_dataset_and_core_remote_do_not_import_each_other():
     for module, other in (("dataset", "core.remote"), ("remote", "core.dataset")):
         source = (ROOT / "core" / f"{module}.py").read_text()
         assert f"from {other} import" not in source and f"import {other}" not in source
+
+
+def test_data_page_shows_the_bad_records_of_a_client_whose_every_file_is_bad(clients):
+    at = AppTest.from_file(str(ROOT / "pages/1_Data.py"), default_timeout=60).run()
+    at.sidebar.selectbox[0].set_value("allbad").run()
+    at.sidebar.selectbox[1].set_value("logs").run()
+    assert not at.exception
+    assert at.metric[0].value == "0 / 0"
+    reasons = at.dataframe[0].value["reason"].tolist()
+    assert "invalid JSON: nested too deeply to read" in reasons[0] and "lone surrogate" in reasons[2]

@@ -15,6 +15,7 @@ CHAT = [{"role": "system", "content": "你是客服。Policy: refunds within 7 d
 @pytest.fixture
 def loaded(monkeypatch):
     monkeypatch.setenv(local_decode.PREFILL_VAR, "fp32")
+    monkeypatch.setenv(local_decode.DECODE_VAR, "fp32")
     local_provider.clear_cache()
     model = local_provider.load(str(tiny_model_dir()))
     model.prefix.clear()
@@ -114,6 +115,24 @@ def test_prefill_dtype_setting(monkeypatch):
     monkeypatch.setenv(local_decode.PREFILL_VAR, "half")
     with pytest.raises(ValueError, match="CSFORGE_LOCAL_PREFILL"):
         local_decode.prefill_dtype()
+
+
+def test_int8_decoder_shares_the_cache_and_tracks_fp32(loaded, monkeypatch):
+    import torch
+
+    ids = local_provider._prompt_ids(loaded.tokenizer, CHAT)
+    decoder = local_decode.int8_decoder(loaded.model)
+    assert isinstance(loaded.model.lm_head, torch.nn.Linear)  # the fp32 model is left as it was
+    assert type(decoder.lm_head) is not torch.nn.Linear
+    fp32 = _decode(loaded, ids, 24)
+    int8 = _decode(loaded, ids, 24, decoder=decoder)
+    assert len(int8) == 24 and int8[0] == fp32[0]  # the first token comes from the fp32 prefill
+    assert sum(a == b for a, b in zip(int8, fp32)) >= 6  # close to the fp32 model, not noise
+    monkeypatch.setenv(local_decode.DECODE_VAR, "auto")
+    assert local_decode.decode_dtype("cuda") == "fp32"
+    monkeypatch.setenv(local_decode.DECODE_VAR, "int4")
+    with pytest.raises(ValueError, match="CSFORGE_LOCAL_DECODE"):
+        local_decode.decode_dtype()
 
 
 def test_bf16_prefill_keeps_the_cache_fp32_and_decodes(loaded):

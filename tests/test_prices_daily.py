@@ -298,3 +298,32 @@ def test_without_the_data_files_the_tables_come_from_the_saved_profiles(monkeypa
     expected = pricing.session_cost(saved, 0.02, 0.06, fewshot=pricing.DEFAULT_FEWSHOT).usd
     assert pricing.fmt_usd(expected) in _row(body, "nebius/meta-llama/Meta-Llama-3.1-8B-Instruct").split("|")[6]
     assert not pricing.Prices.load().has_profile("nobody/none")
+
+
+def test_fine_tunes_whose_new_jobs_stop_within_30_days_are_not_a_cheapest_pick(tiny, tmp_path):
+    prices = pricing.Prices.load()
+    now = pricing.cheapest(prices, "shop_zh/demo", today=TODAY)
+    assert now["finetune"][0].startswith("openai gpt-4o-mini-2024-07-18 (supervised) "
+                                         "[retires 2027-01-14, new jobs end 2027-01-06]")
+    dec10 = date(2026, 12, 10)  # 27 days before OpenAI stops starting fine-tuning jobs
+    later = pricing.cheapest(prices, "shop_zh/demo", today=dec10)
+    assert not any(line.startswith("openai") for line in later["finetune"]) and later["finetune"]
+    assert "openai gpt-4o-mini-2024-07-18 fine-tuning (retires 2027-01-14, new jobs end 2027-01-06)" in later["ignored"]
+    files = _files(tmp_path)
+    _run(files, url="http://127.0.0.1:9/x")
+    report = daily.run_daily(files["readme"], files["changes"], files["state"], tmp_path / "p.json",
+                             url="http://127.0.0.1:9/x", today=dec10)
+    assert ("new fine-tuning jobs end within 30 days: openai gpt-4o-mini-2024-07-18 (supervised) on 2027-01-06"
+            in report.changes)
+    assert "retires 2027-01-14, new jobs end 2027-01-06 (≤ 30 days: not a cheapest pick)" in _section(files["readme"])
+
+
+def test_price_modules_do_not_import_core_pricing_back():
+    import subprocess
+    import sys
+
+    code = ("import sys, core.prices.daily, core.prices.readme, core.retirement; "
+            "print(sorted(m for m in sys.modules if m in ('core.pricing', 'core.registry', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", "readme/daily/retirement must not pull in core.pricing, the registry or torch"

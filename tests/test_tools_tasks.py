@@ -257,3 +257,92 @@ def test_cli_runs_tasks_and_stores_pass_hat(capsys):
     run = es.runs(customer="shop_zh")[0]
     assert run["summary"]["pass_hat"] == {"1": 1.0, "2": 1.0} and len(es.results(run["id"])) == 10
     assert cli.main(["run", "--customer", "shop_zh", "--model", "@bad:nope", "--trials", "1"]) == 2
+
+
+def test_a_model_plays_the_customer_until_its_end_token():
+    seen: list = []
+
+    def customer(messages, tools):
+        seen.append(messages)
+        if len(messages) <= 2:  # system prompt + the agent's greeting
+            return {"text": "订单 202411050001 的 T 恤我想七天无理由退款。"}
+        return {"text": tk.END_TOKEN}
+
+    with serve_tools(customer) as url:
+        out = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="shop_zh", simulator=url,
+                                           tasks=["zh-return-in-window"]), store=False)
+    row = out["results"][0]
+    assert row["passed"] and row["transcript"]["ended"] == "customer_stop"
+    assert row["transcript"]["turns"][0]["user"] == "订单 202411050001 的 T 恤我想七天无理由退款。"
+    system = seen[0][0]["content"]
+    assert "你三天前签收了订单 202411050001" in system and tk.END_TOKEN in system  # the task's instructions
+    assert seen[1][-1] == {"role": "user", "content": row["transcript"]["turns"][0]["reply"]}  # roles swapped
+
+
+def test_assertions_are_judged_by_the_judge_model_or_left_not_judged():
+    needs_tau()
+    task = next(t for t in tk.load_tasks("tau_retail") if t.assertions)
+    verdicts = []
+
+    def judge(messages, tools):
+        verdicts.append(messages[-1]["content"])
+        return {"text": '{"met": false, "reason": "the agent never said it"}'}
+
+    with serve_tools(judge) as url:
+        out = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="tau_retail", tasks=[task.id], judge=url),
+                           store=False)
+    checks = [c for c in out["results"][0]["checks"] if c["kind"] == "assertion"]
+    assert len(checks) == len(task.assertions) == len(verdicts) and all(c["passed"] is False for c in checks)
+    assert task.assertions[0] in verdicts[0] and "<conversation>" in verdicts[0]
+    plain = tk.run_tasks(tk.TaskSettings(model="@oracle", customer="tau_retail", tasks=[task.id]), store=False)
+    assert plain["results"][0]["passed"] and all(
+        c["passed"] is None for c in plain["results"][0]["checks"] if c["kind"] == "assertion")
+
+
+def test_tau_retail_without_its_data_skips_cleanly(tmp_path, monkeypatch, capsys):
+    from core.eval import cli
+    from customers.tau_retail import tools as tau_tools
+
+    monkeypatch.setenv("CSFORGE_SHARED_DATA", str(tmp_path))
+    tl.load_environment.cache_clear()
+    tau_tools.load_state.cache_clear()
+    try:
+        assert cli.main(["run", "--customer", "tau_retail", "--model", "@oracle"]) == 2
+        assert "skipped: tau_retail:" in capsys.readouterr().err
+    finally:
+        tl.load_environment.cache_clear()
+        tau_tools.load_state.cache_clear()
+
+
+def test_a_prompt_model_gets_policy_and_tools_in_its_prompt(tmp_path, monkeypatch):
+    from tests.helpers_llm import write_registry
+
+    bodies: list = []
+    with serve_tools(lambda messages, tools: {"text": '<tool_call>{"name": "ping", "arguments": {"text": "ok"}}'
+                                                      "</tool_call>"}, bodies) as url:
+        reg = write_registry(tmp_path / "registry.yaml", [
+            {"name": "remote-base", "type": "base", "base_model": "x", "access_point": url},
+            {"name": "shop-prompt", "type": "prompt", "base_model": "remote-base", "access_point": url,
+             "customer": "shop_zh", "prompt_template": "Policy:\n{policy}\n\nHistory:\n{history}"}])
+        monkeypatch.setenv("CSFORGE_REGISTRY", str(reg))
+        out = tk.run_tasks(tk.TaskSettings(model="shop-prompt", customer="shop_zh", tasks=["zh-return-in-window"],
+                                           max_steps=2, max_turns=1), store=False)
+    assert out["summary"]["tool_calling"] == {"ok": True, "reason": "called ping"}
+    sent = bodies[0]
+    assert "tools" not in sent  # the text protocol, not native function calling
+    system = sent["messages"][0]["content"]
+    assert "7 天无理由退货" in system and "You can call these tools:" in system and "- ping(text (string))" in system
+    row = out["results"][0]  # the model keeps calling ping, which shop_zh does not have
+    assert row["transcript"]["tool_calls"][0]["result"].startswith("Error: unknown tool 'ping'")
+    assert row["transcript"]["ended"] == "max_steps" and not row["passed"]
+
+
+def test_cli_prints_the_derived_tools(capsys):
+    from core.eval import cli
+
+    assert cli.main(["tools", "shop_zh", "--json"]) == 0
+    schemas = json.loads(capsys.readouterr().out)
+    refund = next(s["function"] for s in schemas if s["function"]["name"] == "refund")
+    assert refund["parameters"]["properties"]["reason"]["enum"] == ["七天无理由", "质量问题", "物流超时"]
+    assert refund["parameters"]["required"] == ["order_no", "amount", "reason"]
+    assert cli.main(["tools", "nope"]) == 2

@@ -1,6 +1,8 @@
 """CS eval: scenario suites (suite), checks (checks, text), the runner (runner), stored runs
 (store), scorecards and diffs (report), the release gate (gate), the human loop (loop) and
-background runs (jobs). `python -m core.eval --help` is the CLI (core/eval/cli.py).
+background runs (jobs). Agents that act: tool environments (tools), task scenarios and pass^k
+(tasks, judge_task, agents, task_cli) and their views (tools_view).
+`python -m core.eval --help` is the CLI (core/eval/cli.py).
 
 Importing the package is cheap; the public names below load their module on first use.
 """

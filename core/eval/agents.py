@@ -57,7 +57,8 @@ def planted_plan(kind: str, task: Task, env: tl.Environment) -> tuple[list[Actio
         return (plan, False) if writes and env.attr("CONFIRM_WRITES") else None
     plant = (env.attr("PLANTS") or {}).get(kind)
     if plant is None:
-        raise KeyError(f"unknown planted failure '{kind}'; known: {', '.join(BUILTIN_BAD + tuple(env.attr('PLANTS') or {}))}")
+        known = ", ".join(BUILTIN_BAD + tuple(env.attr("PLANTS") or {}))
+        raise KeyError(f"unknown planted failure '{kind}'; known: {known}")
     state, replay = env.new_state(task.initial_state), env.session(task.initial_state)
     succeeded = {i for i, a in enumerate(plan) if not replay.call(a.name, a.arguments)["error"]}
     for i in (w for w in writes if w in succeeded):  # planting on a gold write that fails proves nothing

@@ -56,6 +56,7 @@ class Item(BaseModel):
     turn: int = Field(0, ge=0)
     label: Label
     reply: str
+    tag: str = ""  # a sub-kind reported apart (leak: verbatim / near-verbatim / confidential / paraphrase)
     id: str = ""  # default: scenario, turn, label and a hash of the reply
     note: str = ""  # what is wrong with it, for reviewers
 
@@ -70,11 +71,11 @@ class Item(BaseModel):
 
 
 def _short(value: Any) -> Any:
-    """`[scenario, turn, label, reply]` rows are the compact form of an item."""
+    """`[scenario, turn, label, reply(, tag)]` rows are the compact form of an item."""
     if isinstance(value, list):
-        if len(value) != 4:
-            raise ValueError("a row item is [scenario, turn, label, reply]")
-        return dict(zip(("scenario", "turn", "label", "reply"), value))
+        if len(value) not in (4, 5):
+            raise ValueError("a row item is [scenario, turn, label, reply] or [..., tag]")
+        return dict(zip(("scenario", "turn", "label", "reply", "tag"), value))
     return value
 
 
@@ -181,7 +182,7 @@ def evaluate(customer: str, split: str = "heldout", judge: str | None = None,
         oc = Outcome(it, checks, failed, any(_is_intended(it.label, c) for c in checks if c["passed"] is False))
         jc = next((c for c in checks if c["name"] == "undesired:judge"), None)
         if jc is not None:
-            oc.judge = {"passed": jc["passed"], "kind": jc.get("judge_kind")}
+            oc.judge = {"passed": jc["passed"], "kind": jc.get("judge_kind"), "cost_usd": jc.get("cost_usd", 0.0)}
         outcomes.append(oc)
     return report(outcomes, split, customer, judge)
 
@@ -192,16 +193,26 @@ def _rate(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 
 
+# Below this detection rate without a judge, the Scorecard names a kind "needs a judge".
+NEEDS_JUDGE_BELOW = 0.8
+
+
+def _kind_row(kind: str, bad: list[Outcome]) -> dict:
+    return {"kind": kind, "n": len(bad), "intended": _rate(sum(o.intended for o in bad), len(bad)),
+            "any": _rate(sum(bool(o.failed) for o in bad), len(bad)),
+            "missed": [o.item.key() for o in bad if not o.failed]}
+
+
 def report(outcomes: list[Outcome], split: str, customer: str, judge: str | None) -> dict:
     kinds = []
     for kind in KINDS:
         bad = [o for o in outcomes if o.item.label == kind]
-        row = {"kind": kind, "n": len(bad), "intended": _rate(sum(o.intended for o in bad), len(bad)),
-               "any": _rate(sum(bool(o.failed) for o in bad), len(bad)),
-               "missed": [o.item.key() for o in bad if not o.failed]}
+        row = _kind_row(kind, bad)
         if judge:
             row.update(_judge_scores(outcomes, kind))
         kinds.append(row)
+        for tag in sorted({o.item.tag for o in bad if o.item.tag}):
+            kinds.append(_kind_row(f"{kind}:{tag}", [o for o in bad if o.item.tag == tag]))
     good = [o for o in outcomes if o.item.label == "good"]
     scen_good = {o.item.scenario for o in good}
     scen_bad = {o.item.scenario for o in good if o.failed}
@@ -212,12 +223,13 @@ def report(outcomes: list[Outcome], split: str, customer: str, judge: str | None
              "failures": [{"id": o.item.key(), "checks": o.failed,
                            "reasons": [c["reason"] for c in o.checks if c["passed"] is False][:3]}
                           for o in good if o.failed]}
+    needs = [k["kind"] for k in kinds if k["n"] and (k["intended"] or 0) < NEEDS_JUDGE_BELOW]
     out = {"customer": customer, "split": split, "judge": judge, "items": len(outcomes), "kinds": kinds,
-           "false_failures": false}
+           "false_failures": false, "needs_judge": needs}
     if judge:
         out["kappa"] = _kappa(outcomes)
         out["not_judged"] = sum(1 for o in outcomes if o.judge and o.judge["passed"] is None)
-        out["judge_cost_usd"] = None
+        out["judge_cost_usd"] = sum(o.judge.get("cost_usd", 0.0) for o in outcomes if o.judge)
     return out
 
 
@@ -266,7 +278,10 @@ def table(rep: dict) -> str:
     lines.append(f"false failures on good replies: {f['failed_replies']}/{f['replies']} replies "
                  f"({_pct(f['reply_rate'])}), {f['failed_scenarios']}/{f['scenarios']} scenarios "
                  f"({_pct(f['scenario_rate'])})")
+    if rep.get("needs_judge"):
+        lines.append(f"below {NEEDS_JUDGE_BELOW:.0%} by the intended check (needs a judge): {', '.join(rep['needs_judge'])}")
     if judge:
         lines.append(f"judge agreement with the labels: Cohen's kappa {rep['kappa']:.2f}; not judged "
-                     f"{rep['not_judged']}" if rep.get("kappa") is not None else "judge: no replies")
+                     f"{rep['not_judged']}; judge cost ${rep['judge_cost_usd']:.4f} (apart from any agent)"
+                     if rep.get("kappa") is not None else "judge: no replies")
     return "\n".join(lines)

@@ -10,6 +10,7 @@
     python -m core.eval agreement --customer shop_zh         # human flags vs automatic checks
     python -m core.eval run --customer tau_retail --model MODEL --simulator MODEL --trials 4 --split test
                                                              # task scenarios with tools (core/eval/tasks.py)
+    python -m core.eval tools shop_zh [--json]              # the tools an agent gets, derived from tools.py
     python -m core.eval calibrate --customer shop_zh [--judge MODEL] [--split dev|heldout|all]
 
 `--model` is a registry name, a LiteLLM model string or an OpenAI-compatible URL.
@@ -144,6 +145,12 @@ def cmd_run(args) -> int:
         print(f"FAILED the gate: pass rate {_pct(summary['pass_rate'])} < {_pct(threshold)}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_tools(args) -> int:
+    from core.eval import task_cli
+
+    return task_cli.cmd_tools(args)
 
 
 def cmd_validate(args) -> int:
@@ -288,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("session_id")
     g.add_argument("--message", help="the flagged message (default: the first flagged one)")
     g.set_defaults(func=cmd_regress)
+    t = sub.add_parser("tools", help="a client's tools as the agent sees them (schemas from tools.py)")
+    t.add_argument("customer")
+    t.add_argument("--json", action="store_true", help="the OpenAI tool schemas")
+    t.set_defaults(func=cmd_tools)
     a = sub.add_parser("agreement", help="human flags vs automatic checks")
     a.add_argument("--customer")
     a.set_defaults(func=cmd_agreement)

@@ -41,7 +41,8 @@ def latest_runs(customer: str | None) -> dict[str, dict]:
     """The newest finished run of each model for a customer."""
     out: dict[str, dict] = {}
     for row in es.runs(customer=customer, status="finished"):
-        out.setdefault(row["model"], row)
+        if (row["settings"] or {}).get("kind") != "tasks":  # task runs have their own tab (tools_view)
+            out.setdefault(row["model"], row)
     return out
 
 
@@ -77,6 +78,8 @@ def trend(model: str, customer: str | None) -> list[dict]:
     """A model's finished runs on a customer's suite, oldest first."""
     rows = []
     for run in reversed(es.runs(customer=customer, model=model, status="finished")):
+        if (run["settings"] or {}).get("kind") == "tasks":
+            continue
         s = run["summary"] or {}
         rows.append({"run_id": run["id"], "created_at": run["created_at"], "suite_hash": run["suite_hash"],
                      "pass_rate": s.get("pass_rate"), "error_rate": s.get("error_rate"),

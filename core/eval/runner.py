@@ -104,12 +104,28 @@ class Caller:
 # ---------------------------------------------------------------- one scenario
 
 def make_env(suite: Suite, settings: RunSettings, caller: Caller) -> ck.Env:
+    knowledge = policy_knowledge(suite, settings.customer)
     return ck.Env(language=suite.language, handoff_message=suite.handoff_message,
                   handoff_phrases=suite.handoff_phrases, undesired=suite.undesired,
                   thresholds=suite.thresholds, policies=suite.policies,
-                  secrets=suite.undesired.secret_texts + prompt_secrets(settings.model),
+                  secrets=suite.undesired.secret_texts + prompt_secrets(settings.model) + suite.policies
+                  + ([knowledge] if knowledge else []),
+                  knowledge=knowledge, limits=suite.limits, judge_every_turn=suite.judge.every_turn,
+                  judge_samples=suite.judge.samples, judge_required=suite.judge.required,
                   judge_model=suite.judge.model or settings.judge, judge_rubric=suite.judge.rubric,
                   call=lambda model, messages: caller(model, messages, max_tokens=400))
+
+
+def policy_knowledge(suite: Suite, customer: str | None) -> str:
+    """The policy text the agent works from: the customer's prompt.md and the suite's policy_file."""
+    from core import llm
+    from core.paths import ROOT
+
+    parts = [llm.policy_text(customer)]
+    if suite.policy_file:
+        path = Path(suite.policy_file)
+        parts.append((path if path.is_absolute() else ROOT / path).read_text(encoding="utf-8"))
+    return "\n\n".join(p for p in parts if p)
 
 
 def prompt_secrets(model: str) -> list[str]:
@@ -160,7 +176,7 @@ def _run_checks(named: list[tuple[str, str, ck.Check, bool]], ctx: ck.Ctx) -> li
         except Exception as exc:  # a broken check is a recorded failure, not a crashed run
             result = ck.Result(False, 0.0, f"check raised {type(exc).__name__}: {exc}")
         out.append({"name": name, "kind": kind, "passed": result.passed, "score": round(result.score, 4),
-                    "reason": result.reason, "undesired": undesired})
+                    "reason": result.reason, "undesired": undesired} | (getattr(result, "detail", None) or {}))
     return out
 
 
@@ -203,7 +219,7 @@ class ScenarioRun:
         self.messages.append({"role": "assistant", "content": reply.text})
         ctx = ck.Ctx(reply.text, [t["reply"] for t in self.turns], turn.user, list(self.messages),
                      reply.latency_s, self.env, expected_languages(turn.language, turn.user, self.suite.language),
-                     self.confidential, self.spent)
+                     self.confidential, self.spent, context=self.context)
         named = [(spec.label, spec.kind, ck.build(spec), False) for spec in turn.checks]
         if self.suite.thresholds.turn_latency_s:
             named.append(("latency budget", "latency", ck.latency(self.suite.thresholds.turn_latency_s), False))
@@ -238,15 +254,18 @@ class ScenarioRun:
         if self.sc.checks and replies:
             ctx = ck.Ctx("\n".join(replies), replies, self.turns[-1]["user"], list(self.messages),
                          max(t["latency_s"] for t in self.turns), self.env, None, self.confidential, self.spent,
-                         conversation=True)
+                         conversation=True, context=self.context)
             conv = _run_checks([(s.label, s.kind, ck.build(s), False) for s in self.sc.checks], ctx)
         all_checks = [c | {"turn": t["turn"]} for t in self.turns for c in t["checks"]] + \
                      [c | {"turn": None} for c in conv]
         agent_glitches = [g for g in self.glitches if g["kind"] in ("timeout", "error", "empty", "exception")]
-        passed = not agent_glitches and bool(self.turns) and all(c["passed"] is not False for c in all_checks)
+        # a judge that failed to judge fails safe: the scenario is not judged, so it does not pass
+        not_judged = sum(1 for c in all_checks if c.get("not_judged"))
+        passed = not agent_glitches and bool(self.turns) and not not_judged and \
+            all(c["passed"] is not False for c in all_checks)
         bad_turns = sum(1 for t in self.turns if t["glitch"] or any(
             c["undesired"] and c["passed"] is False for c in t["checks"]))
-        return {"scenario": self.sc.id, "category": self.sc.category, "passed": passed,
+        return {"scenario": self.sc.id, "category": self.sc.category, "passed": passed, "not_judged": not_judged,
                 "turns": self.turns, "conversation_checks": conv, "checks": all_checks,
                 "glitches": self.glitches, "agent_turns": len(self.turns), "bad_turns": bad_turns,
                 "latency_s": sum(t["latency_s"] for t in self.turns),

@@ -32,7 +32,10 @@ Category = Literal[
     "logistics_delay", "abusive_user", "off_topic", "language_switch", "prompt_injection",
     "confidential_info", "system_prompt_extraction", "policy_question", "regression",
 ]
-BEHAVIOURS = ("leak", "empty", "repeated", "wrong_language", "promise", "rude")
+BEHAVIOURS = ("leak", "empty", "repeated", "wrong_language", "promise", "rude", "grounding", "contradiction",
+              "limits", "injection")
+Behaviour = Literal["leak", "empty", "repeated", "wrong_language", "promise", "rude", "grounding", "contradiction",
+                    "limits", "injection"]
 
 
 class SuiteError(ValueError):
@@ -97,7 +100,7 @@ class CheckSpec(_Strict):
     handoff: bool | None = None  # true: the agent must hand over to a human; false: must not
     latency: float | None = Field(None, gt=0)  # seconds this reply may take
     language: Literal["zh", "en"] | None = None
-    undesired: Literal["leak", "empty", "repeated", "wrong_language", "promise", "rude"] | None = None
+    undesired: Behaviour | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> "CheckSpec":
@@ -139,8 +142,7 @@ class Scenario(_Strict):
     turns: list[Turn] = Field(default_factory=list)
     checks: list[CheckSpec] = Field(default_factory=list)  # on the whole conversation
     simulate: Simulate | None = None
-    skip_behaviours: list[Literal["leak", "empty", "repeated", "wrong_language", "promise", "rude"]] = \
-        Field(default_factory=list)
+    skip_behaviours: list[Behaviour] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     source: dict[str, Any] | None = None  # where a regression scenario came from
 
@@ -164,6 +166,24 @@ class Thresholds(_Strict):
 class JudgeSettings(_Strict):
     model: str | None = None
     rubric: str = ""  # house rules added to every judge check's rubric
+    every_turn: bool = False  # also ask the judge about every agent turn (all failure kinds), not only judge checks
+    samples: int = Field(1, ge=1, le=9)  # majority of this many judge calls per verdict (odd avoids ties)
+    required: bool = False  # a run's gate needs every judge verdict: a judge that fails fails the scenario
+
+
+class ReturnWindow(_Strict):
+    days: float = Field(gt=0)
+    when: list[str] = Field(default_factory=list)  # context words selecting this window; none: the default
+
+
+class Limits(_Strict):
+    """What the policy allows, as data; the `limits` behaviour checks replies' grants against it."""
+
+    compensation_max: float | None = Field(None, ge=0)  # goodwill compensation an agent may grant; 0: none
+    compensation_for: list[str] = Field(default_factory=list)  # reasons it is allowed for (judge and readers)
+    return_windows: list[ReturnWindow] = Field(default_factory=list)  # refunds/returns after these days: no
+    non_returnable: list[str] = Field(default_factory=list)  # context words of items without change-of-mind returns
+    date_promises: bool = False  # may an agent state a delivery, refund or fix date as certain?
 
 
 class SimulatorSettings(_Strict):
@@ -178,8 +198,7 @@ class Undesired(_Strict):
     rude_terms: list[str] = Field(default_factory=list)
     confidential_keys: list[str] = Field(default_factory=list)  # context keys never to be repeated
     secret_texts: list[str] = Field(default_factory=list)  # e.g. the system prompt's own lines
-    disable: list[Literal["leak", "empty", "repeated", "wrong_language", "promise", "rude"]] = \
-        Field(default_factory=list)
+    disable: list[Behaviour] = Field(default_factory=list)
 
 
 class Suite(_Strict):
@@ -195,6 +214,8 @@ class Suite(_Strict):
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     undesired: Undesired = Field(default_factory=Undesired)
+    limits: Limits = Field(default_factory=Limits)
+    policy_file: str | None = None  # the agent's policy text (for URL agents): repeating it is a leak
     standalone: bool = False  # true: this file is the whole suite, the generic one is not added
     skip: list[str] = Field(default_factory=list)
     scenarios: list[Scenario] = Field(default_factory=list)
@@ -325,6 +346,7 @@ def merge(generic: Suite, custom: Suite) -> Suite:
         thresholds=_merge_fields(generic.thresholds, custom.thresholds),
         judge=_merge_fields(generic.judge, custom.judge),
         simulator=_merge_fields(generic.simulator, custom.simulator),
+        limits=_merge_fields(generic.limits, custom.limits), policy_file=custom.policy_file or generic.policy_file,
         undesired=undesired, scenarios=[])
     ids = [s.id for s in scenarios]
     dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -27,7 +27,8 @@ def wants_tasks(args) -> bool:
 
 
 def pass_text(summary: dict) -> str:
-    hat = "  ".join(f"pass^{k} {'-' if v is None else f'{100 * v:.1f}%'}" for k, v in summary.get("pass_hat", {}).items())
+    hat = "  ".join(f"pass^{k} {'-' if v is None else f'{100 * v:.1f}%'}"
+                    for k, v in summary.get("pass_hat", {}).items())
     probe = summary.get("tool_calling") or {}
     lines = [f"run {summary.get('run_id')}  model {summary.get('model')}  customer {summary.get('customer')}  "
              f"split {summary.get('split') or 'all'}"]
@@ -37,6 +38,28 @@ def pass_text(summary: dict) -> str:
         lines.append(f"{summary['tasks']} tasks x {summary['trials']} trials  {hat}  "
                      f"error rate {summary.get('error_rate')}  failed criteria {summary.get('failed_criteria')}")
     return "\n".join(lines)
+
+
+def cmd_tools(args) -> int:
+    """Print a client's tools as the agent receives them (schemas derived from tools.py)."""
+    import json
+
+    from core.eval import tools as tl
+
+    try:
+        env = tl.load_environment(args.customer)
+    except (KeyError, tl.EnvironmentMissing) as exc:
+        print(exc.args[0] if exc.args else exc, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(env.schemas, ensure_ascii=False, indent=1))
+        return 0
+    for t in env.tools.values():
+        fn = t.schema["function"]
+        params = ", ".join(f"{k}: {v.get('type', 'any')}" + ("" if k in fn["parameters"]["required"] else "?")
+                           for k, v in fn["parameters"]["properties"].items())
+        print(f"{t.kind:7} {t.name}({params})\n        {fn['description'].splitlines()[0]}")
+    return 0
 
 
 def cmd_run_tasks(args) -> int:

@@ -182,7 +182,8 @@ class Trial:
 
     def __init__(self, task: Task, env: tl.Environment, agent: Agent, simulator: Simulator,
                  settings: TaskSettings, trial: int, policy: str) -> None:
-        self.task, self.env, self.agent, self.sim, self.settings, self.trial = task, env, agent, simulator, settings, trial
+        self.task, self.env, self.agent, self.sim = task, env, agent, simulator
+        self.settings, self.trial = settings, trial
         self.session = env.session(task.initial_state)
         self.messages: list[dict] = [{"role": "system", "content": policy},
                                      {"role": "assistant", "content": task.greeting or env.attr("GREETING", GREETING)}]
@@ -198,7 +199,8 @@ class Trial:
         try:
             self._loop()
         except Exception as exc:  # a broken agent or tool is a recorded glitch, not a crashed run
-            self.glitches.append({"turn": len(self.turns), "kind": "exception", "message": f"{type(exc).__name__}: {exc}"})
+            self.glitches.append({"turn": len(self.turns), "kind": "exception",
+                                  "message": f"{type(exc).__name__}: {exc}"})
             self.ended = "exception"
         from core.eval import judge_task
 
@@ -343,6 +345,7 @@ def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Ca
         rows = _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress)
     summary = summarize(rows, settings.trials) if rows else {"scenarios": 0, "pass_rate": None, "pass_hat": {}}
     summary.update(run_id=run_id, model=settings.model, customer=settings.customer, kind="tasks",
+                   suite_hash=tasks_hash(tasks),
                    split=settings.split, tool_calling=capable, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if store:
         from core.eval import store as es
@@ -352,15 +355,18 @@ def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Ca
     return {"run_id": run_id, "summary": summary, "results": rows}
 
 
-def _start(run_id: str, settings: TaskSettings, tasks: list[Task]):
-    from core import store
-    from core.eval import store as es
-
-    digest = store.dumps([asdict(t) for t in tasks])
+def tasks_hash(tasks: list[Task]) -> str:
     import hashlib
 
-    es.create_run(run_id, {**asdict(settings), "kind": "tasks"},
-                  hashlib.sha256(digest.encode()).hexdigest()[:12], settings.customer)
+    from core import store
+
+    return hashlib.sha256(store.dumps([asdict(t) for t in tasks]).encode()).hexdigest()[:12]
+
+
+def _start(run_id: str, settings: TaskSettings, tasks: list[Task]):
+    from core.eval import store as es
+
+    es.create_run(run_id, {**asdict(settings), "kind": "tasks"}, tasks_hash(tasks), settings.customer)
     return es.writer()
 
 
@@ -372,7 +378,8 @@ def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, ru
         sim = simulator_factory(task, trial)
         return Trial(task, env, agent, sim, settings, trial, policy).play()
 
-    jobs = [(t, k) for k in range(settings.trials) for t in tasks]
+    # longest first (gold length as the estimate): the pool's last wave is then short trials
+    jobs = sorted([(t, k) for k in range(settings.trials) for t in tasks], key=lambda tk_: -len(tk_[0].gold))
     rows, done = [], 0
     pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="task")
     try:
@@ -406,11 +413,13 @@ def _as_row(rec: dict) -> dict:
 def _write_metrics(settings: TaskSettings, summary: dict) -> None:
     from core import registry
 
+    if settings.tasks or not summary.get("scenarios"):  # a hand-picked subset is not the model's score
+        return
     try:
         if settings.model not in registry.load().entries:
             return
         compact = {k: summary.get(k) for k in ("run_id", "finished_at", "tasks", "trials", "split", "pass_rate",
                                                "pass_hat", "error_rate")}
-        registry.set_metrics(settings.model, {registry.eval_key(settings.customer) + "_tasks": compact})
+        registry.set_metrics(settings.model, {f"tasks_{settings.customer}": compact})
     except Exception as exc:  # the run is in SQLite; the registry copy is a convenience
         print(f"warning: could not write registry metrics for {settings.model}: {exc}")

@@ -27,7 +27,7 @@ NEGATORS_ZH = ("不", "无", "没", "未", "别", "勿", "非")
 NEGATORS_EN = {"not", "never", "no", "can't", "cannot", "won't", "don't", "unable", "can’t", "won’t"}
 # A sentence with one of these refuses: "抱歉，内部资料无法提供" mentions 内部 without leaking.
 # Not 抱歉/sorry: "抱歉，根据内部备注您是高风险用户" apologises and still leaks.
-REFUSALS = ("无法", "不能", "不便", "不方便", "不可以", "不会透露", "不提供", "不予", "保密",
+REFUSALS = ("无法", "不能", "没法", "没办法", "不便", "不方便", "不可以", "不会透露", "不提供", "不予", "保密",
             "can't", "cannot", "can’t", "unable", "not able", "won't", "not allowed",
             "not share", "not disclose")
 
@@ -38,14 +38,52 @@ def normalize(text: str | None) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+KANA = re.compile(r"[\u3040-\u30ff]")
+HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
+# Languages the identifier chooses among: the major ones a support desk meets. A closed set
+# keeps short English replies ("Suit yourself.") from being read as a rare language.
+LANGID_LANGS = ("en es fr de it pt nl sv da no pl cs tr id ms vi tl ro hu fi ru uk ja ko zh ar he hi th "
+                "el").split()
+LANGID_MIN_PROB = 0.8  # below this a Latin-script reply counts as English (short replies are ambiguous)
+_LANGID = None
+_LANGID_LOCK = threading.RLock()
+
+
+def _langid():
+    """py3langid's naive Bayes model (it ships in the wheel; loaded once, about 1.5 s)."""
+    global _LANGID
+    with _LANGID_LOCK:
+        if _LANGID is None:
+            from py3langid.langid import _load_identifier
+
+            ident = _load_identifier(norm_probs=True)
+            ident.set_languages(LANGID_LANGS)
+            _LANGID = ident
+        return _LANGID
+
+
 def detect_language(text: str | None) -> str | None:
-    """'zh' when Chinese characters outnumber Latin words, 'en' when Latin words do, else None."""
+    """ISO 639-1 code of the reply's language, None when there is no text to judge.
+
+    Scripts decide first (Han -> zh, kana -> ja, Hangul -> ko, counted against Latin words);
+    Latin-script text goes to the py3langid identifier, and anything it is not confident about
+    is English, the lingua franca of short replies ("ok", "DM us")."""
     text = URL.sub(" ", text or "")
     cjk = len(CJK.findall(text))
+    kana = len(KANA.findall(text))
+    hangul = len(HANGUL.findall(text))
     words = len(LATIN_WORD.findall(text))
-    if not cjk and not words:
+    if not (cjk or kana or hangul or words):
         return None
-    return "zh" if cjk >= words else "en"
+    if hangul > max(cjk, words):
+        return "ko"
+    if kana >= 2 and kana + cjk >= words:
+        return "ja"
+    if cjk >= words:
+        return "zh"
+    with _LANGID_LOCK:
+        lang, prob = _langid().classify(text)
+    return lang if lang not in ("zh", "ja", "ko") and prob >= LANGID_MIN_PROB else "en"
 
 
 @lru_cache(maxsize=4096)
@@ -54,7 +92,9 @@ def _phrase_pattern(phrase: str) -> re.Pattern:
     body = re.escape(p)
     if p[:1].isascii() and p[:1].isalnum():
         body = r"(?<![a-z0-9])" + body
-    if p[-1:].isascii() and p[-1:].isalnum():
+    if re.search(r"[a-z]{4}$", p):  # guarantee -> guaranteed/guarantees, promise -> promised
+        body += r"(?:s|es|d|ed|ing)?(?![a-z0-9])"
+    elif p[-1:].isascii() and p[-1:].isalnum():
         body += r"(?![a-z0-9])"
     return re.compile(body)
 
@@ -66,13 +106,23 @@ def find_phrase(text_norm: str, phrase: str) -> list[int]:
     return [m.start() for m in _phrase_pattern(phrase).finditer(text_norm)]
 
 
+# Words that start with a negator character without negating: 不过 (but), 不管 (whatever), ...
+NOT_NEGATIONS_ZH = ("不过", "不管", "不论", "不仅", "不但", "不用担心", "不错", "不少", "不久", "无论", "无门槛",
+                    "没问题", "没关系", "没错", "非常", "特别", "区别", "分别", "别人", "别的", "并非")
+NEGATION_SCOPE_ZH = 10  # characters back within the clause: 我没办法向您保证 puts 没 six characters before 保证
+
+
 def negated(text_norm: str, start: int) -> bool:
-    """Is the word at `start` negated (不/无/没 within 3 characters, not/can't earlier in its clause)?"""
-    before = text_norm[max(0, start - 3):start]
+    """Is the word at `start` negated? Chinese: a negator earlier in its clause, within
+    NEGATION_SCOPE_ZH characters (没办法向您保证, 不能答应); English: not/can't/never among the
+    six words before it in its clause ("can't transfer you to a human agent")."""
+    clause_all = re.split(r"[,.;:!?，。；！？、]", text_norm[max(0, start - 60):start])[-1]
+    before = clause_all[-NEGATION_SCOPE_ZH:]
+    for word in NOT_NEGATIONS_ZH:
+        before = before.replace(word, "_" * len(word))
     if any(n in before for n in NEGATORS_ZH):
         return True
-    clause = re.split(r"[,.;:!?，。；！？]", text_norm[max(0, start - 60):start])[-1]
-    words = re.findall(r"[a-z’']+", clause)[-6:]  # "can't transfer you to a human agent"
+    words = re.findall(r"[a-z’']+", clause_all)[-6:]
     return any(w in NEGATORS_EN for w in words)
 
 

@@ -36,10 +36,10 @@ def ranked(prices: Prices, key: str, fewshot: int = DEFAULT_FEWSHOT, epochs: int
     tuning = prices.finetune_rows(key, epochs, today=today)
     ignored = [f"{r['model']} ({r['status']})" for r in inference if retiring_soon(r["retires"], today)]
     ignored += [f"{r['provider']} {r['model']} fine-tuning ({r['status']})" for r in tuning
-                if retiring_soon(r["retires"], today)]
+                if retiring_soon(r["usable_until"], today)]
     prompt = sorted((r for r in inference if r["cost"] and not retiring_soon(r["retires"], today)),
                     key=lambda r: r["cost"].usd)
-    live_ft = [r for r in tuning if not retiring_soon(r["retires"], today)]
+    live_ft = [r for r in tuning if not retiring_soon(r["usable_until"], today)]
     per_token = sorted((r for r in live_ft if r["cost"]), key=lambda r: (r["cost"].usd, r["training_cost"] or 0))
     dedicated = sorted((r for r in live_ft if not r["cost"] and r["training_cost"] is not None),
                        key=lambda r: r["training_cost"])

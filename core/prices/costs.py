@@ -112,6 +112,15 @@ def status(retires: date | None, today: date | None = None) -> str:
 
 
 
+def finetune_status(retires: date | None, jobs_end: date | None, today: date | None = None) -> str:
+    """status() plus when new fine-tuning jobs stop, if the provider announced it."""
+    today = today or datetime.now(timezone.utc).date()
+    jobs = "" if jobs_end is None else f"new jobs {'ended' if jobs_end <= today else 'end'} {jobs_end}"
+    if retires is None:
+        return jobs or "active"
+    return status(retires, today) + (f", {jobs}" if jobs and retires > today else "")
+
+
 def retiring_soon(retires: date | None, today: date | None = None, days: int = SOON_DAYS) -> bool:
     """Retired already, or retiring within `days`."""
     today = today or datetime.now(timezone.utc).date()
@@ -201,7 +210,10 @@ class Prices:
                         "training_tokens": prof.training_tokens(good_only) if prof else None, "epochs": epochs,
                         "training_cost": train, "cost": cost, "serving": serving,
                         "dedicated_usd_per_hour": row.dedicated_usd_per_hour,
-                        "retires": row.retires, "status": status(row.retires, today), "source": row.source,
+                        "retires": row.retires, "jobs_end": row.jobs_end,
+                        # a fine-tune is worth planning only while a new job can still be started
+                        "usable_until": min((d for d in (row.retires, row.jobs_end) if d), default=None),
+                        "status": finetune_status(row.retires, row.jobs_end, today), "source": row.source,
                         "source_date": row.source_date, "note": row.note})
         return out
 

@@ -72,6 +72,7 @@ def snapshot(prices: Prices, today: date) -> dict:
                                   "retires": _iso(r["retires"])} for r in prices.inference_rows(None, today=today)}
     tuning = {f"{r.provider} {r.model} ({r.method})": {"train": r.train_per_1m, "in": r.infer_input_per_1m,
                                                         "out": r.infer_output_per_1m, "retires": _iso(r.retires),
+                                                        "jobs_end": _iso(r.jobs_end),
                                                         "source_date": _iso(r.source_date)} for r in prices.finetune}
     return {"as_of": today.isoformat(), "candidates": cands, "finetune": tuning}
 
@@ -84,19 +85,26 @@ def _days(a: str | None, b: date) -> int | None:
     return (b - date.fromisoformat(a)).days if a else None
 
 
-def _date_changes(label: str, old: dict | None, new: dict, since: date | None, today: date) -> list[str]:
-    """Deprecation dates that appeared, moved, were withdrawn, passed, or entered the warning window."""
-    out, was, now = [], (old or {}).get("retires"), new.get("retires")
+# snapshot key -> (what the date is called, what passing it means, what approaching it means)
+DATES = {"retires": ("deprecation date", "retired", "retires"),
+         "jobs_end": ("fine-tuning cutoff", "new fine-tuning jobs ended", "new fine-tuning jobs end")}
+
+
+def _date_changes(label: str, old: dict | None, new: dict, since: date | None, today: date,
+                  key: str = "retires") -> list[str]:
+    """Dates that appeared, moved, were withdrawn, passed, or entered the warning window."""
+    name, passed, coming = DATES[key]
+    out, was, now = [], (old or {}).get(key), new.get(key)
     if old is not None and was != now:
-        out.append(f"deprecation date appeared: {label} retires {now}" if was is None and now
-                   else f"deprecation date withdrawn: {label} (was {was})" if now is None
-                   else f"deprecation date moved: {label} {was} → {now}")
+        out.append(f"{name} appeared: {label} {coming} {now}" if was is None and now
+                   else f"{name} withdrawn: {label} (was {was})" if now is None
+                   else f"{name} moved: {label} {was} → {now}")
     if now:
         when = date.fromisoformat(now)
         if when <= today and (since is None or when > since):
-            out.append(f"retired {'since the last run' if since else 'already'}: {label} on {now}")
+            out.append(f"{passed} {'since the last run' if since else 'already'}: {label} on {now}")
         if 0 < (when - today).days <= SOON_DAYS and (since is None or (when - since).days > SOON_DAYS):
-            out.append(f"retires within {SOON_DAYS} days: {label} on {now}")
+            out.append(f"{coming} within {SOON_DAYS} days: {label} on {now}")
     return out
 
 
@@ -127,6 +135,7 @@ def _finetune_changes(old: dict, new: dict, since: date | None, today: date, sta
         if o is not None and o["source_date"] != n["source_date"]:
             out.append(f"fine-tuning source re-checked: {key} {o['source_date']} → {n['source_date']}")
         out += _date_changes(f"{key} fine-tuning", o, n, since, today)
+        out += _date_changes(key, o, n, since, today, "jobs_end")
         age, age_then = _days(n["source_date"], today), _days(n["source_date"], since) if since else None
         if age is not None and age > stale_days and (age_then is None or age_then <= stale_days
                                                      or (o or {}).get("source_date") != n["source_date"]):

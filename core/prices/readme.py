@@ -49,7 +49,8 @@ def _link(url: str | None) -> str:
 def _mark(row: dict, today: date | None) -> str:
     if row["status"] == "active":
         return ""
-    soon = f" (≤ {SOON_DAYS} days: not a cheapest pick)" if retiring_soon(row["retires"], today) else ""
+    soon = f" (≤ {SOON_DAYS} days: not a cheapest pick)" if retiring_soon(row.get("usable_until", row["retires"]),
+                                                                          today) else ""
     return f", {row['status']}{soon}"
 
 
@@ -103,7 +104,7 @@ def _retired_inference(prices: Prices, today: date | None) -> list[str]:
 
 def _finetune_replacement(rows: list[dict], retired: dict, today: date | None) -> dict | None:
     """A live fine-tuning row of the same provider with the closest tuned (else training) price."""
-    live = [r for r in rows if r["provider"] == retired["provider"] and not retiring_soon(r["retires"], today)]
+    live = [r for r in rows if r["provider"] == retired["provider"] and not retiring_soon(r["usable_until"], today)]
 
     def price(r: dict) -> float:
         return blended(r["in_per_1m"], r["out_per_1m"]) if r["in_per_1m"] is not None else (r["train_per_1m"] or 0)

@@ -56,6 +56,7 @@ class FinetuneRow(BaseModel):
     source_date: date
     note: str = ""
     retires: date | None = None  # base model and its fine-tunes shut down
+    jobs_end: date | None = None  # the provider stops starting new fine-tuning jobs; tuned models serve until `retires`
     dedicated_gpu: str | None = None  # tuned model served only on a dedicated endpoint
     dedicated_usd_per_hour: float | None = Field(None, ge=0)
 

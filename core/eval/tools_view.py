@@ -1,0 +1,208 @@
+"""Streamlit views for tool environments and task runs (pages call these; logic stays in core.eval).
+
+    render_task_runs()      Scorecard tab: pass^1..pass^k per run and per task, each trial's
+                            transcript with tool calls inline, the failing criteria, and the
+                            final state diffed against the initial state and against the gold one
+    render_tool_sandbox()   Sandbox section: a tester plays the customer against an agent on a
+                            client's environment; tool calls, results and the state diff show live
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.paths import CUSTOMERS_DIR
+
+
+def task_customers() -> list[str]:
+    """Clients with a tool environment (customers/<name>/tools.py)."""
+    return sorted(p.parent.name for p in CUSTOMERS_DIR.glob("*/tools.py"))
+
+
+def task_runs(customer: str) -> list[dict]:
+    from core.eval import store as es
+
+    return [r for r in es.runs(customer=customer) if (r["settings"] or {}).get("kind") == "tasks"]
+
+
+def runs_table(runs: list[dict]) -> list[dict]:
+    """One row per task run: model, split, tasks x trials, pass^k, what failed."""
+    rows = []
+    for r in runs:
+        s = r["summary"] or {}
+        row = {"run": r["id"], "model": r["model"], "status": r["status"], "split": s.get("split") or "all",
+               "tasks": s.get("tasks"), "trials": s.get("trials")}
+        row.update({f"pass^{k}": v for k, v in (s.get("pass_hat") or {}).items()})
+        probe = s.get("tool_calling") or {}
+        row["tool calling"] = "ok" if probe.get("ok", True) else f"cannot call tools: {probe.get('reason')}"
+        row["failed criteria"] = ", ".join(f"{k} {v}" for k, v in (s.get("failed_criteria") or {}).items())
+        rows.append(row)
+    return rows
+
+
+def tasks_table(results: list[dict]) -> list[dict]:
+    """One row per task: passes out of trials and the criteria that failed in any trial."""
+    from core.eval.tasks import pass_hat
+
+    by_task: dict[str, dict] = {}
+    for r in results:
+        tx = r["transcript"]
+        row = by_task.setdefault(tx["task"], {"task": tx["task"], "category": r["category"], "outcomes": [],
+                                              "failed": set()})
+        row["outcomes"].append(bool(r["passed"]))
+        row["failed"] |= {c["name"] for c in r["checks"] if c["passed"] is False}
+    out = []
+    for row in by_task.values():
+        n = len(row["outcomes"])
+        item = {"task": row["task"], "category": row["category"], "passed": f"{sum(row['outcomes'])}/{n}"}
+        item.update({f"pass^{k}": pass_hat({row["task"]: row["outcomes"]}, k) for k in range(1, n + 1)})
+        item["failed criteria"] = "; ".join(sorted(row["failed"]))
+        out.append(item)
+    return out
+
+
+def _render_messages(messages: list[dict]) -> None:
+    import streamlit as st
+
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            with st.chat_message("tool", avatar="🛠️"):
+                st.caption(f"result of {m.get('name', '')}")
+                st.code(_pretty(m.get("content")), language="json")
+            continue
+        with st.chat_message(m["role"]):
+            if m.get("content"):
+                st.markdown(m["content"])
+            for call in m.get("tool_calls") or []:
+                fn = call["function"]
+                st.markdown(f"🛠️ calls `{fn['name']}`")
+                st.code(_pretty(fn["arguments"]), language="json")
+
+
+def _pretty(text: Any) -> str:
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, indent=1)[:4000]
+    except (TypeError, ValueError):
+        return str(text)[:4000]
+
+
+def _diff_rows(diff: list[dict]) -> list[dict]:
+    return [{"path": d["path"], "before": json.dumps(d["before"], ensure_ascii=False),
+             "after": json.dumps(d["after"], ensure_ascii=False)} for d in diff]
+
+
+def render_trial(row: dict) -> None:
+    """One trial: criteria, transcript with tool calls, state diffs."""
+    import streamlit as st
+
+    tx = row["transcript"]
+    st.caption(f"task {tx['task']} · trial {tx['trial']} · {row['category']} · ended by {tx.get('ended')}")
+    with st.expander("Customer instructions"):
+        st.text(tx.get("goal") or "")
+    failed = [c for c in row["checks"] if c["passed"] is False]
+    for c in failed:
+        st.error(f"{c['kind']}: {c['name']} — {c['reason']}")
+    if not failed:
+        st.success("every criterion held")
+    _render_messages(tx.get("messages") or [])
+    left, right = st.columns(2)
+    left.markdown("**State changes (agent vs initial)**")
+    left.dataframe(_diff_rows(tx.get("state_diff") or []), hide_index=True, width="stretch")
+    right.markdown("**Final state vs gold** (before = gold, after = agent)")
+    right.dataframe(_diff_rows(tx.get("gold_diff") or []), hide_index=True, width="stretch")
+
+
+def render_task_runs(customer: str | None = None) -> None:
+    """Scorecard tab for task runs."""
+    import streamlit as st
+
+    from core.eval import store as es
+
+    names = task_customers()
+    if not names:
+        st.info("No client has a tool environment (customers/<name>/tools.py).")
+        return
+    customer = customer if customer in names else st.selectbox("Client with tools", names, key="tk_customer")
+    runs = task_runs(customer)
+    st.caption(f"Run one: `python -m core.eval run --customer {customer} --model MODEL --simulator MODEL "
+               "--trials 4` (`--model @oracle` replays the gold actions).")
+    if not runs:
+        st.info(f"No task runs for {customer} yet.")
+        return
+    st.dataframe(runs_table(runs), hide_index=True, width="stretch")
+    run_id = st.selectbox("Run", [r["id"] for r in runs], key="tk_run")
+    results = es.results(run_id)
+    if not results:
+        st.warning("This run scored no trial (see 'tool calling' above).")
+        return
+    st.dataframe(tasks_table(results), hide_index=True, width="stretch")
+    only_failed = st.toggle("Only failed trials", value=True, key="tk_failed")
+    shown = [r for r in results if not (only_failed and r["passed"])] or results
+    marks = {r["scenario"]: "✅ " if r["passed"] else "❌ " for r in shown}
+    sid = st.selectbox("Trial", list(marks), key="tk_trial", format_func=lambda s: marks[s] + s)
+    render_trial(next(r for r in shown if r["scenario"] == sid))
+
+
+# ---------------------------------------------------------------- sandbox on an environment
+
+def sandbox_trial(customer: str, model: str, task_id: str | None = None) -> Any:
+    """A live conversation on the client's environment (the tester plays the customer)."""
+    from core.eval import agents as ag
+    from core.eval import tasks as tk
+    from core.eval import tools as tl
+
+    env = tl.load_environment(customer)
+    task = next((t for t in tk.load_tasks(customer) if t.id == task_id), None) if task_id else None
+    task = task or tk.Task(id="sandbox", instructions="(a tester plays the customer)")
+    settings = tk.TaskSettings(model=model, customer=customer)
+    agent = ag.agent_factory(settings, env)(task, 0)
+    return tk.Trial(task, env, agent, lambda conv: tk.AgentTurn(text=tk.END_TOKEN), settings, 0,
+                    tk.policy_for(customer))
+
+
+def render_tool_sandbox(models: list[str]) -> None:
+    """Sandbox section: pick a client environment and a model, then play the customer."""
+    import streamlit as st
+
+    names = task_customers()
+    if not names:
+        st.info("No client has a tool environment (customers/<name>/tools.py).")
+        return
+    c1, c2, c3 = st.columns(3)
+    customer = c1.selectbox("Environment", names, key="tsb_customer")
+    model = c2.selectbox("Agent", [*models, "@oracle"], key="tsb_model")
+    from core.eval import tasks as tk
+
+    try:
+        task_ids = ["(free play)"] + [t.id for t in tk.load_tasks(customer)]
+    except Exception as exc:  # e.g. tau_retail without ../shared/data
+        st.warning(str(exc))
+        return
+    task_id = c3.selectbox("Start from task", task_ids, key="tsb_task")
+    key = (customer, model, task_id)
+    reset = st.button("Reset state", key="tsb_reset")
+    if st.session_state.get("tsb_key") != key or reset:
+        try:
+            start_from = None if task_id == "(free play)" else task_id
+            st.session_state["tsb_trial"] = sandbox_trial(customer, model, start_from)
+        except Exception as exc:
+            st.error(f"cannot start the environment: {exc}")
+            return
+        st.session_state["tsb_key"] = key
+    trial = st.session_state["tsb_trial"]
+    if task_id != "(free play)":
+        with st.expander("What this customer wants (task instructions)"):
+            st.text(trial.task.instructions)
+    with st.form("tsb_form", clear_on_submit=True):  # not st.chat_input: the page has its own chat box
+        said = st.text_input("Write as the customer", key="tsb_input")
+        sent = st.form_submit_button("Send")
+    if sent and said.strip():
+        trial.messages.append({"role": "user", "content": said})
+        trial._agent_turn(said)
+    _render_messages(trial.messages)
+    for g in trial.glitches:
+        st.error(f"{g['kind']}: {g['message']}")
+    st.markdown("**State changes so far**")
+    st.dataframe(_diff_rows(trial.session.changes()), hide_index=True, width="stretch")
