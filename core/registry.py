@@ -408,10 +408,11 @@ def _base_availability(entry: Entry, depth: int, reg: Registry | None = None) ->
 
 
 def _local_availability(entry: Entry) -> tuple[bool, str]:
-    from core import local_provider as lp  # light: no torch at import
+    from core import local_targets as lp  # light: no torch at import, and no import of the provider
 
     try:
-        base, adapter = lp.resolve(entry.access_point.split("/", 1)[1], prepare=False)
+        base, adapter = lp.resolve(entry.access_point.split("/", 1)[1], load().entries, resolve_path,
+                                   prepare=False)
     except lp.LocalModelError as exc:
         return False, str(exc)
     if base == lp.embedded_folder():
@@ -426,8 +427,8 @@ def _key_availability(model: str) -> tuple[bool, str]:
     var = provider_key(model)
     if var is None:
         try:
-            from core.llm import _litellm
-            info = _litellm().validate_environment(model=model)
+            from core.litellm_env import import_litellm
+            info = import_litellm().validate_environment(model=model)
         except Exception as exc:  # an unknown provider string
             return False, f"cannot route '{model}': {str(exc).splitlines()[0][:120]}"
         missing = info.get("missing_keys") or []

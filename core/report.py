@@ -176,6 +176,9 @@ def write(out_dir: Path, config: Any, examples: Any, outcome: Any, info: dict) -
               f"| hardware | {_hardware_line(info['hardware'])} |",
               f"| tokens/s (non-padding, training) | {_fmt(m.get('tokens_per_s'))} |",
               f"| training tokens | {_fmt(m.get('train_tokens') or m.get('trained_tokens'))} |",
+              *([f"| peak memory (RSS) | {m['peak_rss_mb']:.0f} MB |",
+                 f"| torch threads | {m.get('torch_threads')} |"] if m.get("peak_rss_mb") else []),
+              *([f"| warning | {m['context_warning']} |"] if m.get("context_warning") else []),
               f"| estimated cost | {_cost(info)} |",
               f"| versions | {', '.join(f'{k} {v}' for k, v in info['versions'].items())} |", "",
               "## Reproduce", "", "```", f"python -m core.factory train --config {out_dir / 'job.yaml'}", "```", ""]

@@ -50,9 +50,9 @@ def test_prefix_cache_reuses_earlier_turns_with_identical_tokens(loaded):
     cached = _decode(loaded, ids, 12, prefix_cache=cache)
     assert cache.hits == 1 and cache.reused_tokens >= len(first)  # the whole first prompt was not re-read
     assert cached == _decode(loaded, ids, 12)  # and the reply is what a fresh prefill gives
-    # the same prompt again: everything but the last prompt token comes from the cache
-    again = _decode(loaded, ids, 12, prefix_cache=cache)
-    assert again == cached and cache.hits == 2
+    # the same prompt again: served from the cache with no prefill, token for token the same
+    again = _decode(loaded, ids, 12, prefix_cache=cache, bf16_prefill=True)
+    assert again == cached and cache.hits == 2 and cache.reused_tokens >= len(first) + len(ids)
 
 
 def test_prefix_cache_evicts_oldest_past_its_limits():
@@ -65,8 +65,11 @@ def test_prefix_cache_evicts_oldest_past_its_limits():
     assert [s.ids[0] for s in cache.slots] == [2, 3]
     cache.put([9] * 8, Fake())  # 4 + 8 tokens > 10: the older one goes
     assert [s.ids[0] for s in cache.slots] == [9]
-    got, n = cache.take([9] * 8)
-    assert n == 7 and got.n == -1 and not cache.slots  # the last token is always re-run
+    got, n, logits = cache.take([9] * 8)
+    assert n == 7 and got.n == -1 and logits is None and not cache.slots  # no logits kept: the last token re-runs
+    cache.put([4, 5, 6, 7, 8], Fake(), prompt_len=3, logits="L")
+    got, n, logits = cache.take([4, 5, 6])  # the same prompt again: its stored logits, nothing re-run
+    assert (n, logits, got.n) == (3, "L", -2)
 
 
 def test_stop_hook_and_deadline_end_generation(loaded):

@@ -92,6 +92,8 @@ def test_no_validation_set_trains_and_skips_evaluation(monkeypatch):
     assert m["val_examples"] == 0 and m["val_loss_before"] is None and m["val_loss_after"] is None
     assert m["peak_rss_mb"] > 50 and m["train_tokens"] > 0 and result["model"] == "noval"
     assert "no validation split" in result["epochs"]["reason"] or "max_steps" in result["epochs"]["reason"]
+    report = open(result["report"], encoding="utf-8").read()
+    assert f"| peak memory (RSS) | {m['peak_rss_mb']:.0f} MB |" in report
 
 
 def test_validation_before_training_is_optional():
