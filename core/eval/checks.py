@@ -1,9 +1,14 @@
 """CS-eval checks: each a small factory returning `check(ctx) -> Result(passed, score, reason)`.
 
-`passed` is None when a check could not decide (no judge model configured, an unreadable
-judge answer); such a check neither passes nor fails a scenario and is counted apart.
-Undesired behaviours (`BEHAVIOURS`) run on every agent turn; their term lists are defaults
-that a suite extends under `undesired:`.
+`passed` is None when a check could not decide (no judge model configured, nothing to
+ground against); such a check neither passes nor fails a scenario and is counted apart. A
+judge that was asked and failed to answer is different: its check carries `not_judged` and
+the runner fails the scenario (fail safe).
+Undesired behaviours (`BEHAVIOURS`) run on every agent turn: leak, empty, repeated,
+wrong_language, promise, rude (term lists a suite extends under `undesired:`), and grounding,
+contradiction, limits, injection (core/eval/facts.py, limits.py, injection.py), plus the judge
+on every turn when `judge.every_turn` is set. How well they catch each failure kind is measured
+by `python -m core.eval calibrate` (core/eval/calibrate.py).
 """
 from __future__ import annotations
 

@@ -24,8 +24,9 @@ Scores of a run:
   pass rate       passed scenarios / scenarios, overall and per category
   error rate      agent turns with a glitch or a failed undesired-behaviour check, divided by
                   all agent turns. A glitch is a failed call, a timeout, an exception or an empty
-                  reply; undesired behaviours are leak, empty, repeated, wrong_language, promise
-                  and rude. A turn counts once however many of these it has.
+                  reply; undesired behaviours are leak, empty, repeated, wrong_language, promise,
+                  rude, grounding, contradiction, limits and injection (and the judge with
+                  judge.every_turn). A turn counts once however many of these it has.
   latency         p50 and p95 of the agent's reply time per turn (failed calls left out)
   cost/session    the agent's cost summed over a scenario's turns, averaged over scenarios
                   (judge and simulator calls are reported apart)
