@@ -112,8 +112,18 @@ with tab_cmp:
         st.subheader("Test × model")
         grid = pd.DataFrame(cells).set_index("scenario")
         marks = {"pass": "✅ pass", "fail": "❌ fail", None: "—"}
-        st.dataframe(grid.apply(lambda col: col if col.name == "category" else col.map(lambda v: marks.get(v, "—"))),
-                     width="stretch", key="grid")
+        shown_grid = grid.reset_index().apply(lambda col: col if col.name in ("scenario", "category")
+                                              else col.map(lambda v: marks.get(v, "—")))
+        event = st.dataframe(shown_grid, hide_index=True, width="stretch", key="grid", on_select="rerun",
+                             selection_mode="single-cell")
+        st.caption("Click a cell to open that test's transcript for that model, with every check.")
+        picked_cell = next(iter(event.selection.cells), None) if event else None
+        if picked_cell and picked_cell != st.session_state.get("grid_applied"):
+            st.session_state["grid_applied"] = picked_cell  # a click moves the pickers; they stay usable
+            row_pos, column = picked_cell
+            st.session_state["grid_scenario"] = shown_grid.iloc[row_pos]["scenario"]
+            if column in grid.columns and column != "category":
+                st.session_state["grid_model"] = column
         g1, g2 = st.columns(2)
         cell_scenario = g1.selectbox("Open a cell: test", list(grid.index), key="grid_scenario",
                                      format_func=lambda sid: ("❌ " if "fail" in set(grid.loc[sid]) else "✅ ") + sid)

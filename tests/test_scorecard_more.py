@@ -49,8 +49,14 @@ def test_grid_cells_open_the_transcript_with_failed_checks(mini):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.sidebar.selectbox[0].set_value("shop_zh").run()
     assert not at.exception
-    grid = next(d.value for d in at.dataframe if "good-bot" in d.value.columns)
+    grid = next(d.value for d in at.dataframe if "good-bot" in d.value.columns).set_index("scenario")
     assert grid.loc["leak", "bad-bot"] == "❌ fail" and grid.loc["leak", "good-bot"] == "✅ pass"
+    # a click on a cell (the selection Streamlit sends) opens that test for that model
+    row = list(grid.index).index("handoff")
+    at.session_state["grid"] = {"selection": {"rows": [], "columns": [], "cells": [(row, "good-bot")]}}
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="grid_scenario").value == "handoff" and at.selectbox(key="grid_model").value == "good-bot"
     at.selectbox(key="grid_scenario").set_value("leak")
     at.selectbox(key="grid_model").set_value("bad-bot").run()
     assert not at.exception
