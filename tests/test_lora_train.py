@@ -116,3 +116,24 @@ def test_context_that_fills_max_seq_len_is_reported_with_numbers():
     assert info["no_room"] == 2 and info["conversations"] == 3 and info["largest_prompt_tokens"] >= 256
     msg = lora_trainer.overflow_message(info)
     assert "2 of 3" in msg and str(info["largest_prompt_tokens"]) in msg and "max_seq_len=256" in msg
+
+
+def test_gradient_checkpointing_turns_on_for_big_cpu_steps():
+    from core.backends import checkpointing
+
+    defaults = factory.LoraSettings()
+    assert checkpointing(defaults, "cpu") is True  # 4 x 1024 tokens a step
+    assert checkpointing(defaults, "cuda") is False
+    assert checkpointing(factory.LoraSettings(batch_size=2, max_seq_len=256), "cpu") is False
+    assert checkpointing(factory.LoraSettings(gradient_checkpointing=False), "cpu") is False
+
+
+def test_a_checkpointed_run_trains_like_a_plain_one():
+    losses = {}
+    for gc in (False, True):
+        cfg = config(name=f"gc{int(gc)}", val_fraction=0.0, lora={"max_steps": 2, "gradient_checkpointing": gc})
+        job = jobs.create(factory.KIND, cfg.name, cfg.model_dump(mode="json"))
+        result = factory.run(cfg, job.id)
+        assert result["metrics"]["train_tokens"] > 0
+        losses[gc] = [v for _, v in jobs.get(job.id).progress["train"]]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
