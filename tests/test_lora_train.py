@@ -26,7 +26,7 @@ def config(**overrides) -> factory.JobConfig:
     return factory.make_config(values)
 
 
-def test_trained_positions_loss_equals_the_models_own_loss():
+def test_trained_positions_loss_equals_the_models_own_loss(monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -44,6 +44,15 @@ def test_trained_positions_loss_equals_the_models_own_loss():
     assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
     assert torch.allclose(lora_trainer.trained_positions_loss(model, inputs, num_items=7),
                           theirs * int((labels[:, 1:] != -100).sum()) / 7, atol=1e-5)
+    # chunked (logits recomputed in backward): same loss, same gradients
+    monkeypatch.setattr(lora_trainer, "CE_CHUNK", 3)
+    chunked = lora_trainer.trained_positions_loss(model, inputs)
+    chunked.backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    model(**inputs).loss.backward()
+    assert torch.allclose(chunked, theirs, atol=1e-5)
+    assert torch.allclose(grad, model.lm_head.weight.grad, atol=1e-6)
 
 
 def _wait(job_id: str, until, timeout: float = 300) -> jobs.Job:
