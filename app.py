@@ -60,7 +60,9 @@ try:
                            for e in registry.entries.values()])
     st.dataframe(models, hide_index=True, width="stretch")
     st.caption("Scores are the registry's copy of each model's latest CS-eval run (the Scorecard lists them too, "
-               "marked as recorded in registry.yaml when their run is not stored in this console).")
+               "marked as recorded in registry.yaml when their run is not stored in this console). "
+               "\"production for\" lists the clients a model serves (set by the release gate); status production "
+               "without a customer marks the generic baseline every comparison includes.")
     show_retirement(registry.entries.values())
     for error in registry.errors:
         st.warning(f"registry.yaml: {error}")

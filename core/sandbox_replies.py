@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -39,6 +40,17 @@ def sent_messages(session_id: str, model: str) -> list[dict]:
         return [{"role": "error", "content": str(exc)}]
 
 
+def wait_settled(session_id: str, timeout_s: float = 3.0) -> bool:
+    """Wait until no model of the session owes a reply (a stopped stream stores its text as it unwinds,
+    possibly while the next page run has already started); False when some still do after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while sandbox.pending(session_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _targets(session: sandbox.Session, models: list[str] | None) -> list[str]:
     waiting = sandbox.pending(session.id)
     return [m for m in (models or session.models) if m in waiting]
@@ -59,8 +71,22 @@ def reply(session_id: str, models: list[str] | None = None, **call: Any) -> list
     return [sandbox.add_reply(session_id, m, c) for m, c in zip(targets, completions)]  # in session order
 
 
+class _Once:
+    """Each model's reply is stored exactly once: by its thread, or by a closing stream (Stop)."""
+
+    def __init__(self) -> None:
+        self.lock, self.stored = threading.Lock(), set()
+
+    def store(self, session_id: str, model: str, completion) -> sandbox.Message | None:
+        with self.lock:
+            if model in self.stored:
+                return None
+            self.stored.add(model)
+        return sandbox.add_reply(session_id, model, completion)
+
+
 def _stream_one(session: sandbox.Session, model: str, out: queue.Queue, stop: threading.Event,
-                call: dict) -> None:
+                once: _Once, call: dict) -> None:
     from core import llm
 
     pieces: list[str] = []
@@ -79,27 +105,35 @@ def _stream_one(session: sandbox.Session, model: str, out: queue.Queue, stop: th
         completion = llm.Completion("", model, error=f"stream failed: {exc}")
     finally:
         stream.close()
-    if completion is None:  # stopped before the end: keep what the tester saw
+    if completion is None:  # stopped before the end: keep what was said
         completion = llm.Completion("".join(pieces).strip(), model, error=STOPPED)
-    out.put((model, sandbox.add_reply(session.id, model, completion)))
+    message = once.store(session.id, model, completion)
+    if message is not None:
+        out.put((model, message))
 
 
 def stream(session_id: str, models: list[str] | None = None, stop: threading.Event | None = None,
            poll_s: float = 0.25, **call: Any) -> Iterator[tuple[str, str | sandbox.Message | None]]:
-    """Yield (model, text piece), then (model, stored Message) per model; (None-model) ticks every poll_s.
+    """Yield (model, text piece), then (model, stored Message) per model; ("", None) ticks every poll_s.
 
-    A tick `("", None)` comes when nothing arrived for poll_s, so a caller (a Streamlit page) gets
-    the chance to notice a Stop click. Closing the generator sets `stop`.
+    A tick comes when nothing arrived for poll_s, so a caller (a Streamlit page) gets the chance to
+    notice a Stop click. Closing the generator (Stop) sets `stop` and stores, at once, each
+    unfinished reply as the text yielded so far, marked STOPPED: what the tester saw.
     """
+    from core import llm
+
     session = sandbox.get_session(session_id)
     stop = stop or threading.Event()
     out: queue.Queue = queue.Queue()
+    once = _Once()
     targets = _targets(session, models)
-    threads = [threading.Thread(target=_stream_one, args=(session, m, out, stop, call), daemon=True)
+    seen = {m: [] for m in targets}
+    threads = [threading.Thread(target=_stream_one, args=(session, m, out, stop, once, call), daemon=True)
                for m in targets]
     for t in threads:
         t.start()
-    left = len(threads)
+    left = set(targets)
+    started = time.perf_counter()
     try:
         while left:
             try:
@@ -108,7 +142,12 @@ def stream(session_id: str, models: list[str] | None = None, stop: threading.Eve
                 yield "", None
                 continue
             if isinstance(item, sandbox.Message):
-                left -= 1
+                left.discard(model)
+            else:
+                seen[model].append(item)
             yield model, item
     finally:
         stop.set()
+        for model in left:  # closed early: the threads may be blocked on the network; do not wait
+            once.store(session.id, model, llm.Completion("".join(seen[model]).strip(), model,
+                                                         latency_s=time.perf_counter() - started, error=STOPPED))

@@ -137,7 +137,8 @@ def show_message(m: sandbox.Message) -> None:
 
 def generate(session: sandbox.Session, cols: list, models: list[str]) -> None:
     """Stream every waiting model's reply into its column at once; Stop (a rerun) ends them."""
-    st.button("⏹ Stop", key="stop", help="stop the replies; what was said so far is kept")
+    st.button("⏹ Stop", key="stop", help="stop the replies; what was said so far is kept",
+              on_click=lambda: st.session_state.update(stopping=True))
     holders, texts = {}, {m: "" for m in models}
     for col, model in zip(cols, session.models):
         if model in texts:
@@ -156,6 +157,8 @@ def generate(session: sandbox.Session, cols: list, models: list[str]) -> None:
 
 
 def chat(session: sandbox.Session) -> None:
+    if st.session_state.pop("stopping", False):  # the interrupted run stores its partial replies as it unwinds
+        sandbox_replies.wait_settled(session.id)
     text = st.chat_input("Message to the agent" + ("s" if len(session.models) > 1 else ""))
     sent = False
     if text is not None:

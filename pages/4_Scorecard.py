@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import preflight, registry, retirement
 from core.eval import gate as eval_gate, jobs as eval_jobs, loop as eval_loop, report as eval_report, store as eval_store
+from core.eval import calibration_view
 from core.dataset import list_customers
 from core.ui import show_checks, sidebar_nav
 
@@ -88,6 +89,8 @@ with tab_cmp:
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption("The baseline generic model is always listed; a blank row means it has no run on this suite yet. "
                "Error rate = agent turns with a glitch or a failed undesired-behaviour check / all agent turns.")
+    with st.expander("What this scorecard can catch (calibration)", expanded=False):
+        calibration_view.render(customer)
     cats = eval_report.by_category(customer)
     if cats:
         st.plotly_chart(px.bar(pd.DataFrame(cats), x="category", y="pass_rate", color="model", barmode="group",

@@ -12,7 +12,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -48,12 +51,42 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} did not answer in {timeout:.0f} s")
 
 
+class _SlowStream(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that streams one word every 0.3 s (for the Stop button)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for i in range(200):
+            delta = {"content": f"w{i} "} if i < 199 else {}
+            chunk = {"id": "s", "object": "chat.completion.chunk", "created": 0, "model": "slow",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": None if i < 199 else "stop"}]}
+            try:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.3)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
 @pytest.fixture
 def console(tmp_path, csforge_home):
-    """`streamlit run app.py` on a free 127.0.0.1 port, over a registry holding one scripted agent."""
+    """`streamlit run app.py` on a free 127.0.0.1 port, over a registry holding a scripted agent
+    and a slowly streaming one."""
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), _SlowStream)
+    slow.daemon_threads = True
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
     with FakeAgent(["Reply one: your parcel left the warehouse.", "Reply two: it arrives on Friday."]) as agent:
         registry = write_registry(tmp_path / "registry.yaml", [
-            {"name": "scripted-agent", "type": "base", "base_model": "scripted", "access_point": agent.url}])
+            {"name": "scripted-agent", "type": "base", "base_model": "scripted", "access_point": agent.url},
+            {"name": "slow-agent", "type": "base", "base_model": "scripted",
+             "access_point": f"http://127.0.0.1:{slow.server_port}/v1"}])
         port = _free_port()
         env = {**os.environ, "CSFORGE_REGISTRY": str(registry), "CSFORGE_HOME": str(csforge_home)}
         log = open(tmp_path / "streamlit.log", "w")
@@ -69,6 +102,7 @@ def console(tmp_path, csforge_home):
             proc.terminate()
             proc.wait(timeout=20)
             log.close()
+            slow.shutdown()
 
 
 @pytest.fixture
@@ -134,3 +168,23 @@ def test_sandbox_session_survives_a_reload(console, browser, tmp_path):
     assert len(agent.requests) == 2  # one call per message: the reload re-sent nothing
     assert [m["content"] for m in agent.requests[1]["messages"] if m["role"] == "user"] == [
         "Where is my parcel?", "When will it arrive?"]
+
+
+def test_stop_keeps_the_partial_reply(console, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from core import sandbox
+
+    base, _ = console
+    session = sandbox.create_session(["slow-agent"], tester="ana")
+    browser.get(f"{base}/Sandbox?session={session.id}")  # a link to a session opens it
+    _wait_text(browser, session.title)
+    _send(browser, "Tell me everything")
+    _wait_text(browser, "w3")
+    browser.find_element("xpath", "//button[.//p[contains(text(), 'Stop')]]").click()
+    _wait_text(browser, "stopped by the tester")
+    WebDriverWait(browser, 10).until(lambda d: not d.find_elements("xpath", "//button[.//p[contains(text(), 'Stop')]]"))
+    replies = [m for m in sandbox.messages(session.id) if m.role == "assistant"]
+    assert len(replies) == 1 and replies[0].error == "stopped by the tester"
+    assert replies[0].content.startswith("w0 w1 w2 w3") and "w198" not in replies[0].content
+    assert "Retry" not in browser.find_element("tag name", "body").text  # not shown as unanswered

@@ -16,6 +16,7 @@ HANDOFF = "您好，正在为您转接人工客服，请稍候。"
 
 def ctx(reply: str, user: str = "你好", context: dict | None = None, lang: set | None = None,
         earlier: list[dict] = (), confidential: list[str] = (), **env) -> ck.Ctx:
+    env.setdefault("policies", ["(a policy without numbers)"])
     e = ck.Env(language="zh", handoff_message=HANDOFF, **env)
     messages = [*earlier, {"role": "user", "content": user}, {"role": "assistant", "content": reply}]
     return ck.Ctx(reply, [reply], user, messages, 0.1, e, lang or {"zh"}, list(confidential), [],
@@ -65,6 +66,7 @@ def test_grounding_names_invented_identifiers_numbers_dates_and_links():
     assert g(ctx("发票会发到 fp@example.com，24 小时内。", user="邮箱 fp@example.com",
                  policies=["开票后 24 小时内发送"])).passed
     assert g(ctx("You may want to delete that tweet.", lang={"en"})).passed  # "may" is not a month
+    assert g(ctx("请拨打 400-820-6688。", policies=[])).passed is None  # nothing to ground against: undecided
 
 
 def test_tokens_keep_quantities_with_units_apart_from_codes():

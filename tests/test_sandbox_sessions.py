@@ -151,6 +151,28 @@ def test_stop_keeps_what_was_said_and_marks_it_stopped(tmp_path):
     assert sandbox.pending(s.id) == {}  # a stopped reply is an answer, not a lost message
 
 
+def test_closing_the_stream_stores_what_was_shown_at_once(tmp_path):
+    """The page's Stop reruns the script, which closes the stream: the reply must be stored before
+    the next run draws the page (no 'unanswered' state, no second reply from the thread)."""
+    long_text = " ".join(f"w{i}" for i in range(4000))
+    with FakeAgent([long_text]) as a:
+        s = sandbox.create_session([a.url])
+        sandbox.add_user_message(s.id, "tell me everything")
+        replies = sandbox_replies.stream(s.id, max_tokens=5000)
+        shown = []
+        for model, item in replies:
+            if isinstance(item, str):
+                shown.append(item)
+                if len(shown) == 3:
+                    break
+        replies.close()
+        assert sandbox.pending(s.id) == {}
+        time.sleep(1.0)  # the thread sees the stop flag at its next piece and must not store again
+    stored = [m for m in sandbox.messages(s.id) if m.role == "assistant"]
+    assert len(stored) == 1 and stored[0].error == sandbox_replies.STOPPED
+    assert stored[0].content == "".join(shown).strip()
+
+
 def test_flagged_session_becomes_a_scenario_from_the_page(agents, tmp_path, monkeypatch):
     import core.eval.loop as loop
 

@@ -182,8 +182,8 @@ def test_parallel_trials_do_not_leak_state():
     seen = {}
     for row in out["results"]:
         trial = row["transcript"]["trial"]
-        lookup = row["transcript"]["tool_calls"][1]
-        assert json.loads(lookup["result"])["refunded"] == amounts[trial]  # not another trial's refund
+        lookup = [m for m in row["transcript"]["messages"] if m["role"] == "tool"][1]
+        assert json.loads(lookup["content"])["refunded"] == amounts[trial]  # not another trial's refund
         seen[trial] = row["transcript"]["state_diff"]
         state = next(c for c in row["checks"] if c["kind"] == "state")
         assert state["passed"] == (amounts[trial] == 79.0)  # judged against its own state only
@@ -346,3 +346,34 @@ def test_cli_prints_the_derived_tools(capsys):
     assert refund["parameters"]["properties"]["reason"]["enum"] == ["七天无理由", "质量问题", "物流超时"]
     assert refund["parameters"]["required"] == ["order_no", "amount", "reason"]
     assert cli.main(["tools", "nope"]) == 2
+
+
+def test_whole_task_runs_write_registry_metrics_subsets_do_not(tmp_path, monkeypatch):
+    from core import registry
+    from tests.helpers_llm import write_registry
+
+    def agent(messages, tools):
+        return {"call": ("ping", {"text": "ok"})} if tools and tools[0]["function"]["name"] == "ping" \
+            else {"text": "您好，请问订单号是多少？"}
+
+    with serve_tools(agent) as url:
+        reg = write_registry(tmp_path / "registry.yaml", [
+            {"name": "talker", "type": "base", "base_model": "x", "access_point": url}])
+        monkeypatch.setenv("CSFORGE_REGISTRY", str(reg))
+        tk.run_tasks(tk.TaskSettings(model="talker", customer="shop_zh", tasks=["zh-complaint-handoff"]))
+        assert "tasks_shop_zh" not in (registry.load().entries["talker"].metrics or {})
+        out = tk.run_tasks(tk.TaskSettings(model="talker", customer="shop_zh", trials=2))
+    saved = registry.load().entries["talker"].metrics["tasks_shop_zh"]
+    assert saved["run_id"] == out["run_id"] and saved["tasks"] == 5 and saved["trials"] == 2
+    assert saved["pass_hat"] == out["summary"]["pass_hat"] and saved["pass_hat"]["1"] < 1.0
+
+
+def test_tool_results_ground_what_the_agent_says():
+    def run(text):
+        out = _run("shop_zh", lambda task, trial: _Scripted([("order_lookup", {"order_no": "202411050001"})], text),
+                   ids=["zh-return-in-window"])
+        return {c["name"]: c for c in out["results"][0]["checks"]}["undesired:grounding"]
+
+    assert run("查到了，订单 202411050001 实付 79.0 元，签收 3 天。")["passed"] is True  # from the lookup's result
+    invented = run("查到了，订单 202411050001 实付 88.5 元。")
+    assert invented["passed"] is False and "88.5" in invented["reason"]

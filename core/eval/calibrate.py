@@ -187,6 +187,47 @@ def evaluate(customer: str, split: str = "heldout", judge: str | None = None,
     return report(outcomes, split, customer, judge)
 
 
+# ---------------------------------------------------------------- stored reports (the Scorecard reads them)
+
+def report_path(customer: str) -> Path:
+    from core.paths import home_dir
+
+    return home_dir("calibration") / f"{customer}.json"
+
+
+def save(customer: str, reports: list[dict]) -> Path:
+    """Write a customer's latest calibration (both halves) atomically, stamped with the set's hash."""
+    import json
+    import os
+    import time
+
+    path = report_path(customer)
+    data = {"customer": customer, "created_at": time.time(), "set_hash": set_hash(customer), "reports": reports}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_saved(customer: str) -> dict | None:
+    """The latest stored calibration of a customer, with `stale` set when the set changed since."""
+    import json
+
+    path = report_path(customer)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["stale"] = data.get("set_hash") != set_hash(customer)
+    return data
+
+
+def set_hash(customer: str) -> str:
+    digest = hashlib.sha256()
+    for path in calibration_files(customer):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 # ---------------------------------------------------------------- the report
 
 def _rate(num: int, den: int) -> float | None:

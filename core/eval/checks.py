@@ -25,9 +25,6 @@ DEFAULT_HANDOFF_PHRASES = ["转人工", "人工客服", "转接人工", "人工�
                            "live agent", "member of our team", "transfer you", "transferring you",
                            "connect you with", "connecting you with", "pass this to", "passing this to",
                            "escalate this", "escalating this", "a colleague"]  # not "real person": customers say it
-# characters of the system prompt repeated verbatim that count as a leak: 24, because 20 already
-# matches everyday phrases ("customer-service agent" is 20 letters once spaces and hyphens go)
-SECRET_SHINGLE = 24
 ECHO_MIN = 12  # a customer message this long (letters/characters) repeated verbatim is an echo
 
 
@@ -309,6 +306,8 @@ def rude() -> Check:
 def grounding() -> Check:
     """Every identifier, number, date, amount, phone, URL and e-mail traceable to context, policy or conversation."""
     def check(ctx: Ctx) -> Result:
+        if not (ctx.env.policies or ctx.env.knowledge):  # e.g. task scenarios: nothing to ground against
+            return Result(None, 0.0, "skipped: no policy given to ground the reply against")
         bad = facts.ungrounded(ctx.reply, facts.known_for(ctx))
         return Result(not bad, float(not bad), f"not in the context, policy or conversation: {bad[:5]}" if bad
                       else "every identifier and number is grounded")

@@ -237,6 +237,8 @@ def cmd_calibrate(args) -> int:
 
     splits = ["dev", "heldout"] if args.split == "both" else [args.split]
     reports = [calibrate.evaluate(args.customer, split, judge=args.judge) for split in splits]
+    if args.split == "both" and not args.judge:
+        calibrate.save(args.customer, reports)  # what the Scorecard shows
     if args.json:
         print(json.dumps(reports, ensure_ascii=False, indent=2))
     else:

@@ -12,7 +12,6 @@ tied to one client.
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from typing import Any, Iterable
@@ -128,7 +127,7 @@ def ungrounded(reply: str, known: Known) -> list[str]:
 
 def known_for(ctx) -> Known:
     """Context, policy and conversation of a check's Ctx (the reply under test left out)."""
-    said = [m.get("content") or "" for m in ctx.messages[:-1] if m.get("role") in ("user", "assistant")]
+    said = [flatten(m.get("content") or "") + "\n" + flatten(m.get("tool_calls") or "") for m in ctx.messages[:-1]]
     env = ctx.env
     return Known([flatten(getattr(ctx, "context", {}) or {}), *env.policies, getattr(env, "knowledge", ""),
                   *env.undesired.secret_texts, *said, ctx.user])
@@ -245,6 +244,3 @@ def _asks_for_known(reply_norm: str, given: str) -> list[str]:
                 out.append(f"asks for the {what} it already has")
     return out
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)

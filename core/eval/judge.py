@@ -91,11 +91,12 @@ def _objects(text: str) -> list[tuple[str, dict]]:
     out, depth, start, in_str, esc = [], 0, None, False, False
     for i, ch in enumerate(text):
         if in_str:
-            esc = (ch == "\\") and not esc
-            if ch == '"' and not esc:
-                in_str = False
-            elif ch != "\\":
+            if esc:
                 esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
             continue
         if ch == '"' and depth:
             in_str = True

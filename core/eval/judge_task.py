@@ -125,15 +125,18 @@ def _state_check(trial: Any) -> tuple[dict, list[dict]]:
 def _turn_checks(trial: Any) -> list[dict]:
     language = trial.task.language or trial.env.attr("LANGUAGE")
     env = ck.Env(language=language, handoff_message=trial.env.attr("HANDOFF_MESSAGE"),
-                 handoff_phrases=list(ck.DEFAULT_HANDOFF_PHRASES))
+                 handoff_phrases=list(ck.DEFAULT_HANDOFF_PHRASES), knowledge=trial.messages[0]["content"])
     named = ck.undesired_checks(env, trial.env.attr("SKIP_BEHAVIOURS", ()))
     out, replies = [], []
     for t in trial.turns:
         if t["glitch"]:
             continue
         replies.append(t["reply"])
-        ctx = ck.Ctx(t["reply"], list(replies), t["user"], trial.messages[:t["message_index"] + 1], t["latency_s"],
-                     env, {language} if language else None)
+        seen = trial.messages[:t["message_index"] + 1]
+        # what the tools returned so far is what the agent knows: it grounds ids and numbers
+        known = {"tool_results": [m["content"] for m in seen if m["role"] == "tool"]}
+        ctx = ck.Ctx(t["reply"], list(replies), t["user"], seen, t["latency_s"], env,
+                     {language} if language else None, context=known)
         for name, check in named:
             try:
                 r = check(ctx)
@@ -201,6 +204,8 @@ def judge(trial: Any) -> dict:
             "latency_s": round(sum(t["latency_s"] for t in trial.turns), 4), "cost_usd": trial.cost["agent"],
             "simulator_cost_usd": trial.cost["simulator"], "judge_cost_usd": trial.cost.get("judge", 0.0),
             "input_tokens": trial.tokens[0], "output_tokens": trial.tokens[1],
-            "messages": trial.messages, "tool_calls": session.calls, "state_diff": session.changes(),
+            "messages": trial.messages, "state_diff": session.changes(),
+            # a successful call's result is already in `messages` (the tool turn): stored once
+            "tool_calls": [c if c["error"] else {**c, "result": None} for c in session.calls],
             "gold_diff": gold_diff, "gold": [{"name": a.name, "arguments": a.arguments} for a in task.gold],
             "goal": task.instructions, "title": f"task {task.id}", "persona": "", "conversation_checks": []}

@@ -181,15 +181,6 @@ def surface_similarity(a: str, b: str) -> float:
     return dot / (math.sqrt(sum(v * v for v in ga.values())) * math.sqrt(sum(v * v for v in gb.values())))
 
 
-def word_windows(text: str, size: int = 3) -> list[str]:
-    """Pieces of a value to look for in a reply: 4+ character runs of Chinese, 3-word runs of English."""
-    norm = normalize(text)
-    pieces = [p for p in re.findall(r"[\u3400-\u9fff\uf900-\ufaff0-9]+", norm) if len(p) >= 4]
-    words = re.findall(r"[a-z0-9']+", norm)
-    pieces += [" ".join(words[i:i + size]) for i in range(len(words) - size + 1)]
-    return pieces
-
-
 _ENCODER = None
 _ENCODER_LOCK = threading.Lock()
 

@@ -23,6 +23,10 @@ HANDOFF_TOOLS = ("transfer_to_human_agents",)
 HANDOFF_MESSAGE = "YOU ARE BEING TRANSFERRED TO A HUMAN AGENT. PLEASE HOLD ON."
 CONFIRM_WRITES = True  # policy: list the details and get an explicit yes before any write
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
+# Per-turn behaviours left out here: agents legitimately compute totals and price differences
+# (τ²-bench's required facts are such sums), which the grounding check would call invented;
+# made-up ids or amounts are caught by the database comparison instead.
+SKIP_BEHAVIOURS = ("grounding",)
 
 
 def data_dir() -> Path:
