@@ -10,6 +10,7 @@ every linear layer, batch 4, max_seq_len 1024, length-grouped batches:
   old   the Factory before: stock Trainer loss (logits over the whole vocabulary at every
         position), LoRA dropout 0.05, torch's default threads (every core);
   ours  core.lora_trainer: LM head + loss only at trained positions, dropout off on CPU,
+        gradient checkpointing for steps of >= 2048 tokens (the backend's CPU rule),
         threads from core.threads (CSFORGE_TORCH_THREADS or the free cores).
 Printed: non-padding tokens/s, peak RSS, and ours/old ratios, with the load average.
 """
@@ -71,7 +72,9 @@ def child(variant: str, args: argparse.Namespace) -> dict:
                               learning_rate=2e-4, logging_steps=1, save_strategy="no", eval_strategy="no",
                               report_to="none", use_cpu=True, disable_tqdm=True, seed=0, data_seed=0,
                               train_sampling_strategy="group_by_length", remove_unused_columns=False,
-                              include_num_input_tokens_seen="non_padding", dataloader_num_workers=0)
+                              include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+                              gradient_checkpointing=variant == "ours" and 4 * args.max_seq_len >= 2048,
+                              gradient_checkpointing_kwargs={"use_reentrant": False})
     cls = Trainer if variant == "old" else lora_trainer.trainer_class()
     trainer = cls(model=model, args=targs, train_dataset=data, data_collator=Collator(tok.pad_token_id))
     start = time.perf_counter()
@@ -94,6 +97,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--max-seq-len", type=int, default=1024)
     ap.add_argument("--busy", type=int, default=0, help="spinning processes to run alongside (synthetic load)")
+    ap.add_argument("--only", choices=["old", "ours"], help="run one variant (the other's figures: a past run)")
     ap.add_argument("--child", choices=["old", "ours"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -105,7 +109,7 @@ def main() -> int:
         print(f"load average {os.getloadavg()[0]:.1f} (+{args.busy} spinning processes); model {args.model}; "
               f"{args.steps} steps x batch 4 x <= {args.max_seq_len} tokens", flush=True)
         rows = {}
-        for variant in ("old", "ours"):
+        for variant in [args.only] if args.only else ("old", "ours"):
             cmd = [sys.executable, __file__, "--child", variant, "--model", args.model, "--steps", str(args.steps),
                    "--max-seq-len", str(args.max_seq_len)]
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -121,6 +125,8 @@ def main() -> int:
         for p in spinners:
             p.kill()
             p.wait()
+    if args.only:
+        return 0
     o, u = rows["old"], rows["ours"]
     print(f"ours/old: tokens/s {u['tokens_per_s'] / o['tokens_per_s']:.2f}x, "
           f"peak RSS {u['peak_rss_mb'] / o['peak_rss_mb']:.2f}x ({u['peak_rss_mb'] / 1024:.2f} GiB)")

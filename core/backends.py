@@ -126,7 +126,8 @@ class LoraBackend:
         trainer.save_model(str(adapter))  # adapter + tokenizer, written by the main process only
         seen = int(state.num_input_tokens_seen)  # the whole run: restored from the checkpoint on resume
         this_part = seen - tracker.tokens_at_start
-        hyper = lora.model_dump() | {"dropout": dropout, "epochs": cfg.epochs, "seed": cfg.seed, "device": device,
+        hyper = lora.model_dump() | {"dropout": dropout, "gradient_checkpointing": args.gradient_checkpointing,
+                                     "epochs": cfg.epochs, "seed": cfg.seed, "device": device,
                                      "precision": "bf16" if args.bf16 else "fp32",
                                      "steps": state.global_step, "max_steps_resolved": state.max_steps}
         return Outcome(
@@ -172,9 +173,14 @@ def _peft_model(base: Path, lora: Any, device: str) -> tuple[Any, float]:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=dropout,
                                              task_type="CAUSAL_LM", target_modules=lora.target_modules))
-    if lora.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed blocks need a grad path from the inputs
     return model, dropout
+
+
+def checkpointing(lora: Any, device: str) -> bool:
+    """Gradient checkpointing: the setting, else on for CPU steps of >= 2048 tokens (memory pays)."""
+    if lora.gradient_checkpointing is not None:
+        return lora.gradient_checkpointing
+    return device == "cpu" and lora.batch_size * lora.max_seq_len >= 2048
 
 
 def _val_loss_before(ctx: Context, trainer: Any, has_val: bool, wanted: bool) -> float | None:
@@ -220,7 +226,8 @@ def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, ea
         include_num_input_tokens_seen="non_padding", restore_callback_states_from_checkpoint=True,
         prediction_loss_only=True,
         use_cpu=device == "cpu", bf16=bf16, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, gradient_checkpointing=lora.gradient_checkpointing)
+        dataloader_num_workers=0, gradient_checkpointing=checkpointing(lora, device),
+        gradient_checkpointing_kwargs={"use_reentrant": False})  # non-reentrant: no input grads needed
 
 
 def _final_val_loss(trainer: Any, early: bool) -> float:

@@ -3,7 +3,8 @@
 `trainer_class()` returns a transformers Trainer subclass that
   - runs the LM head and cross-entropy only at the positions that carry loss (trained
     agent tokens), not over the 49k-word vocabulary at every position: the logits of a
-    4 x 1024 batch of SmolLM2 alone are 0.8 GB in fp32, more with their gradient;
+    4 x 1024 batch of SmolLM2 alone are 0.8 GB in fp32, more with their gradient; and in
+    chunks of CE_CHUNK positions whose logits are recomputed in backward, not kept;
   - draws each epoch's length-grouped order from its own generator seeded by
     (seed, epoch), so a run resumed after kill -9 sees the batches the uninterrupted run
     saw (the stock sampler draws from the global RNG, which the checkpoint's RNG state
@@ -16,6 +17,8 @@ import resource
 import sys
 from typing import Any
 
+CE_CHUNK = 1024  # trained positions per LM-head chunk: 1024 x 49k vocabulary = 0.2 GB of fp32 logits
+
 
 def trained_positions_loss(model: Any, inputs: dict, num_items: Any = None) -> Any:
     """Mean next-token cross-entropy over positions whose label is not -100.
@@ -23,7 +26,8 @@ def trained_positions_loss(model: Any, inputs: dict, num_items: Any = None) -> A
     Same value as the model's own loss (shifted labels, ignore -100; divided by
     `num_items` when the Trainer counts items across gradient accumulation).
     """
-    import torch.nn.functional as F
+    import torch
+    from torch.utils.checkpoint import checkpoint
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     labels = inputs["labels"]
@@ -31,9 +35,22 @@ def trained_positions_loss(model: Any, inputs: dict, num_items: Any = None) -> A
                                 attention_mask=inputs.get("attention_mask")).last_hidden_state
     target = labels[:, 1:]
     keep = target != -100
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    loss = F.cross_entropy(logits, target[keep], reduction="sum")
+    states, wanted = hidden[:, :-1][keep], target[keep]
+    head = base.get_output_embeddings()
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    for lo in range(0, states.shape[0], CE_CHUNK):
+        part = states[lo:lo + CE_CHUNK], wanted[lo:lo + CE_CHUNK]
+        if torch.is_grad_enabled():  # recompute the chunk's logits in backward instead of keeping them
+            loss = loss + checkpoint(_chunk_loss, head, *part, use_reentrant=False)
+        else:
+            loss = loss + _chunk_loss(head, *part)
     return loss / (num_items if num_items is not None else keep.sum().clamp(min=1))
+
+
+def _chunk_loss(head: Any, states: Any, wanted: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(head(states).float(), wanted, reduction="sum")
 
 
 def trainer_class() -> type:

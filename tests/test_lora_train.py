@@ -26,7 +26,7 @@ def config(**overrides) -> factory.JobConfig:
     return factory.make_config(values)
 
 
-def test_trained_positions_loss_equals_the_models_own_loss():
+def test_trained_positions_loss_equals_the_models_own_loss(monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -44,6 +44,15 @@ def test_trained_positions_loss_equals_the_models_own_loss():
     assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
     assert torch.allclose(lora_trainer.trained_positions_loss(model, inputs, num_items=7),
                           theirs * int((labels[:, 1:] != -100).sum()) / 7, atol=1e-5)
+    # chunked (logits recomputed in backward): same loss, same gradients
+    monkeypatch.setattr(lora_trainer, "CE_CHUNK", 3)
+    chunked = lora_trainer.trained_positions_loss(model, inputs)
+    chunked.backward()
+    grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    model(**inputs).loss.backward()
+    assert torch.allclose(chunked, theirs, atol=1e-5)
+    assert torch.allclose(grad, model.lm_head.weight.grad, atol=1e-6)
 
 
 def _wait(job_id: str, until, timeout: float = 300) -> jobs.Job:
@@ -116,3 +125,24 @@ def test_context_that_fills_max_seq_len_is_reported_with_numbers():
     assert info["no_room"] == 2 and info["conversations"] == 3 and info["largest_prompt_tokens"] >= 256
     msg = lora_trainer.overflow_message(info)
     assert "2 of 3" in msg and str(info["largest_prompt_tokens"]) in msg and "max_seq_len=256" in msg
+
+
+def test_gradient_checkpointing_turns_on_for_big_cpu_steps():
+    from core.backends import checkpointing
+
+    defaults = factory.LoraSettings()
+    assert checkpointing(defaults, "cpu") is True  # 4 x 1024 tokens a step
+    assert checkpointing(defaults, "cuda") is False
+    assert checkpointing(factory.LoraSettings(batch_size=2, max_seq_len=256), "cpu") is False
+    assert checkpointing(factory.LoraSettings(gradient_checkpointing=False), "cpu") is False
+
+
+def test_a_checkpointed_run_trains_like_a_plain_one():
+    losses = {}
+    for gc in (False, True):
+        cfg = config(name=f"gc{int(gc)}", val_fraction=0.0, lora={"max_steps": 2, "gradient_checkpointing": gc})
+        job = jobs.create(factory.KIND, cfg.name, cfg.model_dump(mode="json"))
+        result = factory.run(cfg, job.id)
+        assert result["metrics"]["train_tokens"] > 0
+        losses[gc] = [v for _, v in jobs.get(job.id).progress["train"]]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
