@@ -163,6 +163,9 @@ with tab_run:
                 st.error(f"{p.what}\n\n**Fix:** {p.fix}")
         else:
             st.success(f"Started job {job}; progress below.")
+    from core.eval.tools_view import render_task_run_form
+
+    render_task_run_form(customer, models)
     stopped = [r for r in runs if r["status"] == "interrupted"]
     for r in stopped:
         c1, c2 = st.columns([4, 1])
@@ -182,7 +185,7 @@ with tab_run:
             p = job["progress"] or {}
             done, total = p.get("done") or 0, p.get("total") or 0
             st.write(f"**{job['name']}** — {job['status']} · run `{p.get('run_id')}`")
-            st.progress(done / total if total else 0.0, text=f"{done}/{total or '?'} scenarios")
+            st.progress(done / total if total else 0.0, text=f"{done}/{total or '?'} {p.get('unit', 'scenarios')}")
             if job["status"] == "running" and st.button("Stop", key=f"stop_{job['id']}"):
                 eval_jobs.stop(job["id"])
             if job["status"] != "finished" and job["log_tail"]:

@@ -145,6 +145,41 @@ def render_task_runs(customer: str | None = None) -> None:
     render_trial(next(r for r in shown if r["scenario"] == sid))
 
 
+def render_task_run_form(customer: str, models: list[str]) -> str | None:
+    """Run tab: start a task run (pass^k) for a client with tasks; returns the job id when started."""
+    import streamlit as st
+
+    from core import preflight
+    from core.eval import jobs as eval_jobs
+    from core.eval import tasks as tk
+
+    if not tk.has_tasks(customer):
+        return None
+    st.subheader(f"Task run on {customer}'s tools (pass^k)")
+    with st.form("start_task_run"):
+        c1, c2 = st.columns(2)
+        picked = c1.selectbox("Agent", ["@oracle", *models], key="trun_model",
+                              help="@oracle replays each task's gold actions (a check of the environment)")
+        typed = c2.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="trun_typed")
+        simulator = c1.text_input("Customer simulator model (empty: the scripted simulator)", key="trun_sim")
+        split = c2.selectbox("Split", ["all", "train", "test"], key="trun_split")
+        trials = c1.slider("Trials per task (pass^1..pass^k)", 1, tk.MAX_TRIALS, 1, key="trun_trials")
+        concurrency = c2.slider("Concurrency", 1, 32, 8, key="trun_conc")
+        go = st.form_submit_button("Start task run")
+    if not go:
+        return None
+    try:
+        job = eval_jobs.start_tasks(typed.strip() or picked, customer, trials=trials,
+                                    split=None if split == "all" else split, simulator=simulator.strip() or None,
+                                    concurrency=concurrency)
+    except preflight.PreflightError as exc:
+        for p in exc.problems:
+            st.error(f"{p.what}\n\n**Fix:** {p.fix}")
+        return None
+    st.success(f"Started task job {job}; progress below, results in the Tasks tab.")
+    return job
+
+
 # ---------------------------------------------------------------- sandbox on an environment
 
 def sandbox_trial(customer: str, model: str, task_id: str | None = None) -> Any:
