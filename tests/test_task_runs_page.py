@@ -63,3 +63,35 @@ def test_task_run_refuses_an_uncallable_model_and_a_client_without_tasks():
         eval_jobs.start_tasks("@oracle", "twitter_care")
     at.sidebar.selectbox[0].set_value("twitter_care").run()
     assert not any(b.label == "Start task run" for b in at.button)
+
+
+def test_interrupted_task_run_is_resumed_from_the_run_tab_playing_only_the_missing_trials():
+    from core.eval import store as es
+    from core.eval import tasks as tk
+
+    seen = []
+
+    def stop_after_two(done, total, rec):
+        seen.append(rec["scenario"])
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tk.run_tasks(tk.TaskSettings(model="@oracle", customer="shop_zh", concurrency=1), run_id="t-int",
+                     progress=stop_after_two)
+    assert es.get_run("t-int")["status"] == "interrupted" and es.done_scenarios("t-int") == set(seen)
+    first = {r["scenario"]: r["created_at"] for r in es.results("t-int")}
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.sidebar.selectbox[0].set_value("shop_zh").run()
+    assert any("Interrupted: **@oracle** · `t-int` · 2 scenarios done" in m.value for m in at.markdown)
+    at.button(key="resume_t-int").click().run()
+    assert not at.exception
+    from core.eval import jobs as eval_jobs
+
+    job = _wait(next(j["id"] for j in eval_jobs.recent() if j["name"] == "resume t-int"))
+    assert job["status"] == "finished", job["log_tail"]
+    assert job["progress"]["total"] == 5 and job["progress"]["done"] == 5
+    run = es.get_run("t-int")
+    assert run["status"] == "finished" and run["summary"]["scenarios"] == 5 and run["summary"]["pass_hat"]["1"] == 1.0
+    again = {r["scenario"]: r["created_at"] for r in es.results("t-int")}
+    assert all(again[s] == first[s] for s in first)  # the two stored trials were not replayed
