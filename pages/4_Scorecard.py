@@ -100,7 +100,12 @@ with tab_cmp:
         c1.plotly_chart(px.bar(scored, x="model", y="error_rate", title="Error rate"), key="err")
         c2.plotly_chart(px.bar(scored, x="model", y=["latency_p50_s", "latency_p95_s"], barmode="group",
                                title="Latency (s)"), key="lat")
-        c3.plotly_chart(px.bar(scored, x="model", y="cost_per_session_usd", title="Cost per session ($)"), key="cost")
+        free = eval_report.cost_note(rows)
+        if free:  # a bar chart of zeros draws a meaningless -1..1 axis
+            c3.info(free)
+        else:
+            c3.plotly_chart(px.bar(scored, x="model", y="cost_per_session_usd", title="Cost per session ($)"),
+                            key="cost")
         model = st.selectbox("Trend of", sorted({r["model"] for r in finished}), key="trend_model")
         trend = pd.DataFrame(eval_report.trend(model, customer))
         trend["when"] = pd.to_datetime(trend["created_at"], unit="s")

@@ -180,3 +180,12 @@ def reap_interrupted() -> list[str]:
             es.set_status(run["id"], "interrupted")
             reaped.append(run["id"])
     return reaped
+
+
+def cost_note(rows: list[dict]) -> str | None:
+    """A note replacing the cost chart when it would show nothing (every scored model costs $0)."""
+    costs = [r.get("cost_per_session_usd") for r in rows if r.get("run_id")]
+    if costs and all(not c for c in costs):
+        return (f"Cost per session: all $0 (local) — {len(costs)} model{'s' if len(costs) != 1 else ''} "
+                "served on this machine or unpriced, so there is nothing to chart.")
+    return None
