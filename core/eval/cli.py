@@ -171,8 +171,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from core.eval import report as eval_report
     from core.eval import store as eval_store
 
+    eval_report.reap_interrupted()  # a run whose process was killed reads as interrupted, not running
     row = eval_store.get_run(args.run_id)
     if row is None:
         print(f"no eval run '{args.run_id}'", file=sys.stderr)

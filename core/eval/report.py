@@ -166,7 +166,7 @@ def registry_scores(customer: str) -> list[dict]:
 
 
 def reap_interrupted() -> list[str]:
-    """Runs still 'running' whose eval job is no longer alive become 'interrupted' (resumable)."""
+    """Runs still 'running' whose eval job or recorded process is no longer alive become 'interrupted'."""
     from core import jobs
 
     live = {}
@@ -174,9 +174,12 @@ def reap_interrupted() -> list[str]:
         run_id = (job.config or {}).get("run_id")
         if run_id:
             live[run_id] = live.get(run_id, False) or job.active
+    from core.eval import owners
+
+    dead = set(owners.dead_runs())  # the recorded process is gone, even for a run no job started
     reaped = []
     for run in es.runs(status="running"):
-        if run["id"] in live and not live[run["id"]]:
+        if run["id"] in dead or (run["id"] in live and not live[run["id"]]):
             es.set_status(run["id"], "interrupted")
             reaped.append(run["id"])
     return reaped
