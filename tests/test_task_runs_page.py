@@ -95,3 +95,13 @@ def test_interrupted_task_run_is_resumed_from_the_run_tab_playing_only_the_missi
     assert run["status"] == "finished" and run["summary"]["scenarios"] == 5 and run["summary"]["pass_hat"]["1"] == 1.0
     again = {r["scenario"]: r["created_at"] for r in es.results("t-int")}
     assert all(again[s] == first[s] for s in first)  # the two stored trials were not replayed
+
+
+def test_eval_show_prints_pass_hat_for_a_task_run(capsys):
+    from core.eval import cli as eval_cli
+    from core.eval import tasks as tk
+
+    tk.run_tasks(tk.TaskSettings(model="@oracle", customer="shop_zh", trials=2, concurrency=2), run_id="t-show")
+    assert eval_cli.main(["show", "t-show"]) == 0
+    out = capsys.readouterr().out
+    assert "5 tasks x 2 trials  pass^1 100.0%  pass^2 100.0%" in out

@@ -194,7 +194,11 @@ def cmd_show(args) -> int:
     if row is None:
         print(f"no eval run '{args.run_id}'", file=sys.stderr)
         return 2
-    if row["summary"]:
+    if row["summary"] and row["summary"].get("kind") == "tasks":
+        from core.eval.task_cli import pass_text
+
+        print(pass_text(row["summary"]))
+    elif row["summary"]:
         print(scorecard_text(row["summary"]))
     else:
         print(f"run {row['id']} is {row['status']}")
