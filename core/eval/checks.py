@@ -138,6 +138,8 @@ def similar(text: str, threshold: float | None, negate: bool = False) -> Check:
 def language(expected: str) -> Check:
     def check(ctx: Ctx) -> Result:
         got = tx.detect_language(ctx.reply)
+        if got == "zh" and tx.wrong_chinese_script(ctx.reply, expected, ctx.user):
+            return Result(False, 0.0, f"reply in Traditional Chinese, expected {expected} (Simplified)")
         return Result(got in (expected, None), float(got in (expected, None)), f"reply language {got}, "
                       f"expected {expected}")
     return check
@@ -287,6 +289,8 @@ def wrong_language() -> Check:
     def check(ctx: Ctx) -> Result:
         allowed = ctx.expect_language
         got = tx.detect_language(ctx.reply)
+        if got == "zh" and tx.wrong_chinese_script(ctx.reply, allowed, ctx.user):
+            return Result(False, 0.0, "reply in Traditional Chinese; expected Simplified (zh)")
         if not allowed or got is None or got in allowed:
             return Result(True, 1.0, f"reply language {got or 'n/a'}")
         return Result(False, 0.0, f"reply in {got}; expected {'/'.join(sorted(allowed))}")
