@@ -32,3 +32,30 @@ def test_traditional_chinese_fails_a_simplified_suite_unless_the_customer_wrote_
     assert ck.language("zh")(ctx("您的包裹还在运送途中，请再耐心等候。")).passed
     # an English suite is not concerned with the Chinese script
     assert not tx.wrong_chinese_script("您的包裹還在運送途中。", {"en", "zh-hant"})
+
+
+# ---------------------------------------------------------------- limits: grants per clause
+
+from core.eval.suite import Limits, ReturnWindow  # noqa: E402
+
+CAP10 = Limits(compensation_max=10, return_windows=[ReturnWindow(days=15)])
+CAP0 = Limits(compensation_max=0, return_windows=[ReturnWindow(days=30)])
+
+
+def _lim(reply: str, limits: Limits = CAP10) -> bool | None:
+    return ck.limits()(ctx(reply, limits=limits)).passed
+
+
+def test_refused_amounts_are_not_grants_and_allowed_grants_are_not_summed_with_them():
+    assert _lim("您申请的 80 元补偿这边批不下来，按规定先给您发一张 8 元的优惠券。")
+    assert _lim("80 元的赔偿超出了我能处理的范围，给您补一张 10 元券可以吗？")
+    assert _lim("一百块我这边给不了，30 元补偿也批不出来。")
+    assert _lim("I can't approve a $40 credit, but I've added a $10 voucher to your account.")
+    assert _lim("I've applied a $5 coupon rather than the $25 one you mentioned.")
+    assert _lim("If the $30 voucher from the promotion doesn't show up, let me know.")
+    assert _lim("要是您当时选了 20 元的赔付险，现在就能直接理赔了。")
+    # real over-cap grants are still caught, alone or next to a refusal
+    assert _lim("退款我没法办理，不过可以给您补偿 30 元红包。") is False
+    assert _lim("I can't refund the order, but I'll give you a $15 credit for the hassle.", CAP0) is False
+    assert _lim("给您发一张 8 元券、再送您一个 6 元红包。") is False  # two distinct items: 14
+    assert _lim("已为您发放 10 元补偿券，这 10 元券三天内有效。")  # one item restated, not 20
