@@ -59,3 +59,36 @@ def test_refused_amounts_are_not_grants_and_allowed_grants_are_not_summed_with_t
     assert _lim("I can't refund the order, but I'll give you a $15 credit for the hassle.", CAP0) is False
     assert _lim("给您发一张 8 元券、再送您一个 6 元红包。") is False  # two distinct items: 14
     assert _lim("已为您发放 10 元补偿券，这 10 元券三天内有效。")  # one item restated, not 20
+
+
+# ---------------------------------------------------------------- handoff: a transfer action, not a mention
+
+def _handed(reply: str, phrases: list[str] = ()) -> bool:
+    return ck.handoff(True)(ctx(reply, handoff_phrases=list(phrases))).passed
+
+
+def test_handoff_is_a_transfer_action_not_a_mention_of_humans():
+    # transfers, worded in ways no phrase list anticipates
+    assert _handed("明白，我把您的情况整理好转交给售后同事，他会接着帮您处理。")
+    assert _handed("I'm handing this over to a specialist on our billing team now.")
+    assert _handed("Let me loop in one of our senior agents - they can see the full account.")
+    assert _handed("收到，主管马上接手您的问题。")
+    # mentions, refusals, conditions and offers are not transfers
+    assert not _handed("人工同事今天都在忙，有什么问题先跟我说，我尽量帮您解决。")
+    assert not _handed("Our support staff work 8am to 6pm on weekdays; until then I can help you here.")
+    assert not _handed("现在没办法帮您转给专员，这个问题我可以直接处理。")
+    assert not _handed("If this still isn't sorted by Friday, we'd connect you with a specialist.")
+    assert not _handed("需要的话我可以帮您联系专员，要不要安排？")
+    assert not _handed("Would you like me to pass this to a colleague?")
+    # a client's phrase that only names a human is a target, not an action
+    assert not _handed("售后专线的人工客服每天九点上线。", ["人工客服"])
+    assert _handed("我现在把您接入人工客服。", ["人工客服"])
+    # a wish is not a hypothetical: the client's own action phrase after it still counts
+    assert _handed("We'd love to sort this out - drop us a direct message with your order details.",
+                   ["direct message"])
+
+
+def test_needless_handoff_check_ignores_mentions():
+    unwanted = ck.handoff(False)
+    assert unwanted(ctx("No need to wait for a human rep - I've reset the password link for you.")).passed
+    assert unwanted(ctx("我这就帮您转接售后专员。")).passed is False
