@@ -92,3 +92,34 @@ def test_needless_handoff_check_ignores_mentions():
     unwanted = ck.handoff(False)
     assert unwanted(ctx("No need to wait for a human rep - I've reset the password link for you.")).passed
     assert unwanted(ctx("我这就帮您转接售后专员。")).passed is False
+
+
+# ---------------------------------------------------------------- grounding: numbers with their unit
+
+from core.eval import facts  # noqa: E402
+
+
+def test_numbers_with_a_unit_are_grounded_with_that_unit():
+    g = ck.grounding()
+    policy = ["质量问题 48 小时内上门取件；退款 3-5 个工作日到账；单笔补偿不超过 20 元。"]
+    assert g(ctx("取件会在 48 小时内安排，退款 3-5 个工作日到账。", policies=policy)).passed
+    assert g(ctx("退款 5 个工作日内到账，补偿 ¥20 已发放。", policies=policy)).passed
+    # the digits occur in the policy, but with another unit: invented
+    bad = g(ctx("我们承诺 20 小时内发货。", policies=policy))
+    assert bad.passed is False and "20 小时" in bad.reason
+    assert g(ctx("退款 48 天内到账。", policies=policy)).passed is False
+    assert g(ctx("Refunds land within 3 hours.", lang={"en"}, policies=["Refunds take 3 business days."])).passed \
+        is False
+    assert g(ctx("Refunds take 3 working days.", lang={"en"}, policies=["Refunds take 3 business days."])).passed
+    # a number the policy gives without a unit grounds any unit; a unit-less number in the reply the bare number
+    assert g(ctx("第 2 件半价，2 天内发出。", policies=["满 2 件包邮"])).passed
+    assert g(ctx("身高 182cm 的话选 XL。", policies=["XL 适合身高 182 左右"])).passed
+    assert g(ctx("10 月 3 日前发出。", policies=["国庆 10 月 3 日恢复发货"])).passed
+    assert g(ctx("10 月 5 日前发出。", policies=["国庆 10 月 3 日恢复发货，5 天内发完"])).passed is False
+
+
+def test_quantities_read_units_currencies_and_ranges():
+    got = facts.quantities("¥35 的券，1~2 天，4pm，30%，8 小时")
+    kinds = {(v, k) for v, k, _ in got}
+    assert {(35.0, "money"), (1.0, "day"), (2.0, "day"), (4.0, "clock"), (30.0, "percent"), (8.0, "hour")} <= kinds
+    assert (170.0, None) in {(v, k) for v, k, _ in facts.quantities("170cm")}  # an unknown unit stays a bare number
