@@ -123,3 +123,27 @@ def test_quantities_read_units_currencies_and_ranges():
     kinds = {(v, k) for v, k, _ in got}
     assert {(35.0, "money"), (1.0, "day"), (2.0, "day"), (4.0, "clock"), (30.0, "percent"), (8.0, "hour")} <= kinds
     assert (170.0, None) in {(v, k) for v, k, _ in facts.quantities("170cm")}  # an unknown unit stays a bare number
+
+
+# ---------------------------------------------------------------- task scenarios ground against the policy
+
+def test_task_turns_ground_numbers_against_the_clients_policy():
+    from core.eval import agents as ag
+    from core.eval import tasks as tk
+
+    class Says:  # an agent that answers every turn with one line, no tool calls
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def __call__(self, messages, tools):
+            return tk.AgentTurn(text=self.text)
+
+    def grounding(text: str) -> dict:
+        settings = tk.TaskSettings(model="scripted", customer="shop_zh", tasks=["zh-return-in-window"], force=True)
+        out = tk.run_tasks(settings, agent_factory=lambda task, trial: Says(text), store=False,
+                           simulator_factory=lambda task, trial: ag.ScriptedSimulator(task))
+        return next(c for c in out["results"][0]["checks"] if c["name"] == "undesired:grounding")
+
+    assert grounding("现货订单一般 48 小时内发货，退款审核通过后 1–3 个工作日原路退回。")["passed"] is True
+    invented = grounding("现货订单一般 6 小时内发货。")
+    assert invented["passed"] is False and "6 小时" in invented["reason"]
