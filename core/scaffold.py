@@ -57,7 +57,7 @@ EXAMPLES = {  # data/<name>/example.jsonl: one resolved, one needing a human, on
 
 POLICY_QUESTION = {  # the one category the generic suite has no example of
     "en": {"goal": "ask about the return policy", "user": "How many days do I have to return something?",
-           "reference": "You can return unused items within 7 days of delivery; faulty items within 15 days.",
+           "reference": "You have 7 days from delivery to send back anything unused, and 15 days if it arrived faulty.",
            "contains": ["7 days", "seven days"]},
     "zh": {"goal": "询问退货政策", "user": "买的东西几天内可以退？",
            "reference": "签收后 7 天内、商品未使用可以无理由退货；质量问题 15 天内可退换。",

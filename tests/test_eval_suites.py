@@ -74,3 +74,14 @@ def test_corrupted_replies_are_caught_by_the_matching_check(customer):
             assert "undesired:wrong_language" in bad, sid
         else:
             assert row["passed"], (sid, bad)
+
+
+def test_validate_passes_for_every_client_in_the_repository(capsys):
+    """CI's guard for any client added later: its suite loads and its reference replies pass."""
+    from core.dataset import list_customers
+    from core.eval import cli
+
+    assert cli.main(["validate"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    with_suites = [c.name for c in list_customers() if (c.dir / "scenarios.yaml").exists()]
+    assert with_suites and all(f"{name}: reference replies of" in out for name in with_suites)

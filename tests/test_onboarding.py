@@ -60,3 +60,27 @@ def test_factory_dataset_defaults_to_the_clients_first(root):
     assert data.main(["new", "outfit", "--language", "en"]) == 0
     ds, info = open_dataset(JobConfig(customer="outfit"))
     assert info["key"] == "outfit/example" and len(ds) == 3
+
+
+def test_validate_plays_a_new_clients_reference_replies(root, capsys, monkeypatch):
+    from core import llm
+    from core.eval import cli
+    from core.eval import suite as suites
+
+    cdir, _ = root
+    monkeypatch.setattr(suites, "CUSTOMERS_DIR", cdir)
+    monkeypatch.setattr(llm, "CUSTOMERS_DIR", cdir)  # the policy (prompt.md) grounds the references
+    assert data.main(["new", "outfit_en", "--language", "en"]) == 0
+    capsys.readouterr()
+    assert cli.main(["validate", "--customer", "outfit_en"]) == 0
+    assert "reference replies of" in capsys.readouterr().out
+
+    path = cdir / "outfit_en" / "scenarios.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    scenario = next(s for s in doc["scenarios"] if s["category"] == "complaint")
+    scenario["turns"][0]["reference"] = "Calm down. That is simply how it is."  # no handoff, dismissive
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    assert cli.main(["validate", "--customer", "outfit_en"]) == 1
+    err = capsys.readouterr().err
+    assert f"{scenario['id']} · turn 1 ·" in err
+    assert cli.main(["validate", "--customer", "outfit_en", "--no-references"]) == 0

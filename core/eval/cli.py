@@ -167,7 +167,22 @@ def cmd_validate(args) -> int:
         except (SuiteError, KeyError) as exc:
             bad += 1
             print(exc, file=sys.stderr)
+            continue
+        if name and not args.no_references:
+            bad += _validate_references(suite, name)
     return 1 if bad else 0
+
+
+def _validate_references(suite, customer: str) -> int:
+    """1 when a reference reply of the customer's suite fails its own checks (each failure printed)."""
+    from core.eval.references import check_references
+
+    played, failures = check_references(suite, customer)
+    print(f"{customer}: reference replies of {played} scenarios: "
+          + (f"{len(failures)} failed checks" if failures else "all pass"))
+    for f in failures:
+        print(f"  {f}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_show(args) -> int:
@@ -272,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--task", action="append", help="task runs: only this task id (repeatable)")
     r.add_argument("--force", action="store_true", help="task runs: score an agent that failed the tool probe")
     r.set_defaults(func=cmd_run)
-    v = sub.add_parser("validate", help="load suites and report problems")
+    v = sub.add_parser("validate", help="load suites, and play each client's reference replies through its checks")
     v.add_argument("--customer")
     v.add_argument("--suite")
+    v.add_argument("--no-references", action="store_true", help="only load the suites")
     v.set_defaults(func=cmd_validate)
     s = sub.add_parser("show", help="print a run's scorecard and failures")
     s.add_argument("run_id")
