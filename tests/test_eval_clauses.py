@@ -61,6 +61,15 @@ def test_refused_amounts_are_not_grants_and_allowed_grants_are_not_summed_with_t
     assert _lim("已为您发放 10 元补偿券，这 10 元券三天内有效。")  # one item restated, not 20
 
 
+def test_a_refund_granted_next_to_a_refusal_is_still_a_grant():
+    late = {"order": "蓝牙音箱，签收于 40 天前"}
+    check = lambda reply: ck.limits()(ctx(reply, context=late, limits=CAP10)).passed  # noqa: E731
+    assert check("补偿券这边发不了，不过这次特殊帮您办理全额退款。") is False
+    assert check("I can't add a voucher, but we'll refund the speaker in full.") is False
+    assert check("已经过了售后期，退款这边办理不了，可以帮您联系品牌保修。")
+    assert check("If it had been within 15 days, we could refund it, but it's past the window now.")
+
+
 # ---------------------------------------------------------------- handoff: a transfer action, not a mention
 
 def _handed(reply: str, phrases: list[str] = ()) -> bool:

@@ -6,7 +6,7 @@
       non_returnable: [定制, 刻字]     # context words of items without change-of-mind returns
       date_promises: false          # "it arrives tomorrow" / "refunded today" are promises
 
-A grant is an affirmed clause that gives something. Compensation is decided per clause: a
+A grant is an affirmed clause that gives something. Compensation and refunds are decided per clause: a
 clause that refuses, negates, supposes (if / 如果) or sets an amount aside (instead of / 而不是)
 grants nothing ("80 元批不下来，先给您 8 元券" grants 8); a clause's amounts are multiplied
 out ("3 张 10 元券" is 30) and distinct granted items add up over the sentence; percentages
@@ -142,6 +142,11 @@ def applicable_window(limits, context_text: str) -> float | None:
     return max(plain) if plain else None
 
 
+def _refund_granted(clause: str) -> bool:
+    grant = _REFUND_GRANT.search(clause)
+    return bool(grant) and not tx.negated(clause, grant.start()) and not _HEDGE.match(clause)
+
+
 def violations(reply: str, limits, context_text: str) -> list[str]:
     """Every grant of the reply that the suite's limits rule out, described."""
     found: list[str] = []
@@ -153,13 +158,13 @@ def violations(reply: str, limits, context_text: str) -> list[str]:
             why = compensation(sentence, limits.compensation_max)
             if why:
                 found.append(why)
-    for sentence in _affirmed_sentences(reply):
-        grant = _REFUND_GRANT.search(sentence)
-        if grant and not tx.negated(sentence, grant.start()) and not _HEDGE.match(sentence):
+    for sentence in tx.sentences(tx.normalize(_nfkc(reply))):
+        if any(_refund_granted(clause) for clause in _granted_clauses(sentence)):
             if window is not None and ages and max(ages) > window:
                 found.append(f"grants a refund/return {max(ages):g} days on; the window is {window:g} days")
             elif blocked:
                 found.append(f"grants a refund/return of a non-returnable item ({blocked[0]})")
+    for sentence in _affirmed_sentences(reply):
         if not limits.date_promises:
             day, done = _DAY.search(sentence), _DONE.search(sentence)
             if day and done and not sentence.rstrip().endswith(("?", "？")) and not _HEDGE.search(sentence) and not tx.negated(sentence, day.start()) \
