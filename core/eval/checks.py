@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from core.eval import facts, injection as inj, judge as jd, leaks, limits as lim
+from core.eval import facts, handoff as ho, injection as inj, judge as jd, leaks, limits as lim
 from core.eval import text as tx
 from core.eval.suite import CheckSpec, Limits, Match, Thresholds, Undesired
 
@@ -26,6 +26,7 @@ DEFAULT_PROMISE_TERMS = ["保证", "一定会", "一定能", "肯定会", "百�
 DEFAULT_RUDE_TERMS = ["滚开", "你滚", "滚吧", "傻逼", "傻瓜", "蠢", "笨蛋", "闭嘴", "有病", "白痴", "废物",
                       "神经病", "爱买不买", "你烦不烦", "别烦我", "stupid", "idiot", "shut up", "dumb", "moron",
                       "not my problem", "your own fault", "whatever"]
+# not matched as phrases any more (handoff.py decides per clause); kept for callers that list them
 DEFAULT_HANDOFF_PHRASES = ["转人工", "人工客服", "转接人工", "人工坐席", "为您转接", "真人客服", "human agent",
                            "live agent", "member of our team", "transfer you", "transferring you",
                            "connect you with", "connecting you with", "pass this to", "passing this to",
@@ -138,6 +139,8 @@ def similar(text: str, threshold: float | None, negate: bool = False) -> Check:
 def language(expected: str) -> Check:
     def check(ctx: Ctx) -> Result:
         got = tx.detect_language(ctx.reply)
+        if got == "zh" and tx.wrong_chinese_script(ctx.reply, expected, ctx.user):
+            return Result(False, 0.0, f"reply in Traditional Chinese, expected {expected} (Simplified)")
         return Result(got in (expected, None), float(got in (expected, None)), f"reply language {got}, "
                       f"expected {expected}")
     return check
@@ -154,10 +157,10 @@ def latency(budget_s: float) -> Check:
 # ---------------------------------------------------------------- handoff
 
 def handoff_found(reply: str, env: Env) -> str | None:
-    """The handoff phrase the reply uses (negated ones do not count), else None."""
+    """The reply's transfer action to a human (core/eval/handoff.py: a clause-level decision, so
+    mentions of humans, refusals and offers do not count), or the customer's handoff message."""
     norm = tx.normalize(reply)
-    phrases = DEFAULT_HANDOFF_PHRASES + env.handoff_phrases
-    hit = tx.affirmed(norm, phrases)
+    hit = ho.transfer(norm, [p for p in env.handoff_phrases if p not in DEFAULT_HANDOFF_PHRASES])
     if hit:
         return hit
     if env.handoff_message and (tx.find_phrase(norm, env.handoff_message)
@@ -287,6 +290,8 @@ def wrong_language() -> Check:
     def check(ctx: Ctx) -> Result:
         allowed = ctx.expect_language
         got = tx.detect_language(ctx.reply)
+        if got == "zh" and tx.wrong_chinese_script(ctx.reply, allowed, ctx.user):
+            return Result(False, 0.0, "reply in Traditional Chinese; expected Simplified (zh)")
         if not allowed or got is None or got in allowed:
             return Result(True, 1.0, f"reply language {got or 'n/a'}")
         return Result(False, 0.0, f"reply in {got}; expected {'/'.join(sorted(allowed))}")

@@ -2,7 +2,10 @@
 
 grounding      every identifier-like token (order, refund and tracking numbers, codes, phone
                numbers, URLs, e-mails, handles, numbers, amounts, dates) must be traceable to
-               the context, the policy or the conversation; an invented one is named.
+               the context, the policy or the conversation; an invented one is named. A number
+               with a unit or currency is grounded together with its kind (hours, days, money,
+               %, dates: "24 小时" needs 24 hours, not any 24), unless the known text gives
+               that number without a unit; a unit-less number needs the number.
 contradiction  structured context facts that rules can decide: the order's or refund's state
                (not shipped / in transit / out for delivery / delivered; under review /
                refunded), how long ago something happened, the amounts of the order, and
@@ -32,6 +35,18 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
           "november", "december")
 # a month named with a capital (not the verb "may"); "May" itself only before a day number
 MONTH = re.compile(r"\b(?:" + "|".join(m.capitalize() for m in MONTHS if m != "may") + r"|May(?= \d))\b")
+DATE_MD = re.compile(r"(?<!\d)(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]")
+# a number with the unit or currency that says what it counts: "24 小时", "¥59", "3-5 business days"
+QUANTITY = re.compile(
+    r"(?<![A-Za-z0-9.])(?P<cur>[$¥€£]\s?)?(?P<a>\d+(?:\.\d+)?)"
+    r"(?:\s*(?:-|–|—|~|～|到|至|to)\s*(?P<b>\d+(?:\.\d+)?))?\s*"
+    r"(?P<unit>个?工作日|个?小时|分钟|个月|天|日|周|星期|年|元|块|%|折|点|号|business days?|working days?|"
+    r"hours?|hrs?|h|minutes?|mins?|days?|weeks?|months?|years?|yrs?|percent|dollars?|bucks|yuan|rmb|usd|am|pm)?"
+    r"(?(unit)(?![A-Za-z]))", re.I)
+UNIT_KINDS = [("hour", r"小时|^h|^hr|^hour"), ("minute", r"分钟|^min"), ("day", r"工作日|天|^日|day"),
+              ("week", r"周|星期|^week"), ("month", r"个月|^month"), ("year", r"年|^y"),
+              ("money", r"元|块|dollar|buck|yuan|rmb|usd"), ("percent", r"%|percent"), ("discount", r"折"),
+              ("clock", r"点|^am|^pm"), ("day_of_month", r"号")]
 ID_MIN_DIGITS = 7  # a digit group this long is an identifier (phone, tracking, order), not a quantity
 
 
@@ -41,6 +56,25 @@ def _nfkc(text: str) -> str:
 
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
+
+
+def _unit_kind(unit: str | None, currency: str | None) -> str | None:
+    if currency:
+        return "money"
+    u = (unit or "").casefold()
+    return next((kind for kind, pattern in UNIT_KINDS if u and re.search(pattern, u)), None)
+
+
+def quantities(text: str) -> list[tuple[float, str | None, str]]:
+    """(value, unit kind or None, as written) for every number of a text; both ends of a range
+    ("1-3 个工作日") take its unit."""
+    out = []
+    for m in QUANTITY.finditer(text):
+        kind = _unit_kind(m.group("unit"), m.group("cur"))
+        for part in ("a", "b"):
+            if m.group(part):
+                out.append((float(m.group(part)), kind, m.group(0).strip()))
+    return out
 
 
 def flatten(value: Any) -> str:
@@ -61,6 +95,10 @@ class Known:
         self.flat = re.sub(r"[\s\-_]", "", self.text)
         self.digit_runs = {_digits(m.group(0)) for m in LONG_DIGITS.finditer(text)} | set(re.findall(r"\d+", text))
         self.numbers = {float(n) for n in NUMBER.findall(text)}
+        found = quantities(DATE_MD.sub(" ", text))
+        self.quantities = {(v, k) for v, k, _ in found if k}
+        self.bare = {v for v, k, _ in found if not k}  # no unit said: any unit may go with it
+        self.dates_md = {(int(a), int(b)) for a, b in DATE_MD.findall(text)}
         self.urls = [_url_key(m.group(0)) for m in URL.finditer(EMAIL.sub(" ", text))]
 
     def has_digits(self, digits: str) -> bool:
@@ -97,7 +135,9 @@ def tokens(reply: str) -> list[tuple[str, str]]:
     take("id", LONG_DIGITS, lambda s: len(_digits(s)) >= ID_MIN_DIGITS)
     take("date", MONTH)
     take("date", ORDINAL)
-    found += [("number", n) for n in NUMBER.findall(text)]
+    take("date_md", DATE_MD)
+    found += [("quantity" if kind else "number", written if kind else f"{value:.10g}")
+              for value, kind, written in quantities(text)]
     return found
 
 
@@ -116,6 +156,10 @@ def ungrounded(reply: str, known: Known) -> list[str]:
             ok = known.has_digits(_digits(tok))
         elif kind == "date":
             ok = re.search(r"\b" + re.escape(low) + r"\b", known.text) is not None
+        elif kind == "date_md":
+            ok = tuple(int(x) for x in DATE_MD.match(tok).groups()) in known.dates_md
+        elif kind == "quantity":  # the number with its unit's kind, or a number the known text gives unit-less
+            ok = all((v, k) in known.quantities or v in known.bare for v, k, _ in quantities(tok))
         elif len(_digits(tok)) >= 4:  # "尾号 8273", "order ending 8273": the tail of a known number
             ok = float(tok) in known.numbers or known.has_digits(_digits(tok))
         else:

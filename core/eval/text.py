@@ -86,6 +86,39 @@ def detect_language(text: str | None) -> str | None:
     return lang if lang not in ("zh", "ja", "ko") and prob >= LANGID_MIN_PROB else "en"
 
 
+def _encodable(char: str, codec: str) -> bool:
+    try:
+        char.encode(codec)
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+HANT_MIN = 2  # Traditional-only characters needed to call a reply Traditional (one may be a name)
+
+
+def han_script(text: str | None) -> str | None:
+    """'Hant' or 'Hans' for Chinese text written in Traditional or Simplified characters, else None.
+
+    A character Big5 encodes and GB2312 does not exists only in Traditional form (們, 這, 內);
+    the reverse holds for Simplified (们, 这, 内). Characters both share (的, 您) decide nothing."""
+    chars = [c for c in unicodedata.normalize("NFKC", text or "") if "\u4e00" <= c <= "\u9fff"]
+    hant = sum(1 for c in chars if _encodable(c, "big5") and not _encodable(c, "gb2312"))
+    hans = sum(1 for c in chars if _encodable(c, "gb2312") and not _encodable(c, "big5"))
+    if hant >= HANT_MIN and hant > hans:
+        return "Hant"
+    return "Hans" if hans else None
+
+
+def wrong_chinese_script(reply: str, expected: set[str] | str | None, user: str = "") -> bool:
+    """A Traditional-Chinese reply where Simplified (zh / zh-Hans) is expected, unless the
+    customer wrote Traditional themselves."""
+    wanted = {expected} if isinstance(expected, str) else set(expected or ())
+    if not {w.casefold() for w in wanted} & {"zh", "zh-hans", "zh-cn"}:
+        return False
+    return han_script(reply) == "Hant" and han_script(user) != "Hant"
+
+
 @lru_cache(maxsize=4096)
 def _phrase_pattern(phrase: str) -> re.Pattern:
     p = normalize(phrase)
