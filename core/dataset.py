@@ -54,21 +54,40 @@ def approx_tokens(text: str) -> int:
 
 
 class _TorchDatasetBase(Generic[_T_co]):
-    """Stands in for torch.utils.data.Dataset until the first dataset is built (see `_use_torch_base`)."""
+    """Stands in for torch.utils.data.Dataset until torch is imported (see `_use_torch_base`)."""
 
 
-def _use_torch_base() -> None:
+def _use_torch_base(torch_data: Any) -> None:
     """Make torch's Dataset the base of ConversationDataset, and so of every customer class.
 
-    Done when the first dataset is built, not at import: customer discovery imports every
-    customer module (pages do it on each render) and torch takes ~2 s to import. Changing
-    `__bases__` updates the MRO of the subclasses already defined, so from then on
-    isinstance(ds, torch.utils.data.Dataset) holds for every dataset, including earlier ones.
+    Done when torch.utils.data is imported (by anyone, see `_TorchDataWatcher`), never by this
+    module: pages build datasets from the label cache on each render and torch takes ~2 s to
+    import. Changing `__bases__` updates the MRO of the classes and instances that exist, so
+    from then on isinstance(ds, torch.utils.data.Dataset) holds for every dataset.
     """
     if ConversationDataset.__bases__ == (_TorchDatasetBase,):
-        from torch.utils.data import Dataset
+        ConversationDataset.__bases__ = (torch_data.Dataset,)
 
-        ConversationDataset.__bases__ = (Dataset,)
+
+class _TorchDataWatcher:
+    """Import hook: switches the base right after torch.utils.data has been executed."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None):
+        if name != "torch.utils.data":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_switch(module):
+            exec_module(module)
+            _use_torch_base(module)
+
+        spec.loader.exec_module = exec_then_switch
+        return spec
 
 
 class ConversationDataset(_TorchDatasetBase):
@@ -106,7 +125,6 @@ class ConversationDataset(_TorchDatasetBase):
         self._fds: dict[int, int] = {}
         self._json_records: dict[int, list] = {}
         self._lock = threading.Lock()
-        _use_torch_base()
         self._load(use_cache)
 
     # ---- rules a customer overrides -------------------------------------------------------
@@ -551,6 +569,11 @@ def dataset_spec(key: str) -> DatasetSpec:
         raise UnknownName(f"unknown dataset {key!r}; datasets of {customer_name}: {known}")
     return specs[name]
 
+
+if "torch.utils.data" in sys.modules:
+    _use_torch_base(sys.modules["torch.utils.data"])
+elif not any(isinstance(f, _TorchDataWatcher) for f in sys.meta_path):
+    sys.meta_path.insert(0, _TorchDataWatcher())
 
 _LOADED: dict[tuple, tuple[tuple, ConversationDataset]] = {}
 _LOADED_LOCK = threading.Lock()
