@@ -18,7 +18,7 @@ from typing import Iterable
 
 from core.prices.costmap import COST_MAP_URL, CostMap, load_cost_map
 from core.prices.rows import PRICES_DIR, CandidateRow, FinetuneRow, load_candidates, load_finetune
-from core.prices.tokens import TokenProfile, counter, dataset_profile, tokenizer_for
+from core.prices.tokens import TokenProfile, available, dataset_profile, tokenizer_for
 from core.retirement import SOON_DAYS
 
 DEFAULT_FEWSHOT = 2  # example sessions a prompt-engineered agent carries in its prompt
@@ -151,7 +151,7 @@ class Prices:
             try:
                 self.profiles[(key, tokenizer)] = dataset_profile(key, tokenizer)
             except (FileNotFoundError, KeyError):  # no data file here (CI), or no such customer
-                name = tokenizer if counter(tokenizer) is not None else "approx"
+                name = tokenizer if available(tokenizer) else "approx"
                 saved = stored_profiles().get((key, name))
                 if saved is None:
                     raise

@@ -14,6 +14,7 @@ character plus one per 4 other characters.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -61,33 +62,51 @@ def _smollm2_tokenizer() -> Path | None:
     return hits[0] if hits else None
 
 
+_O200K_FILE = "fb374d419588a4632f3f557e76b4b70aebbca790"  # sha1 of tiktoken's o200k_base URL
+
+
+def _tokenizer_file(name: str) -> Path | None:
+    """The file a tokenizer family loads from (LiteLLM's bundled copy, a converted model), if it is known."""
+    if name == "o200k":
+        folder = _bundled_tokenizer_dir()
+        return folder / _O200K_FILE if folder else None
+    return {"deepseek": lambda: (_bundled_tokenizer_dir() or Path("/nonexistent")) / "deepseek_tokenizer.json",
+            "smollm2": _smollm2_tokenizer}.get(name, lambda: None)()
+
+
+@lru_cache(maxsize=None)
+def available(name: str) -> bool:
+    """Whether `counter(name)` can count, without loading the tokenizer (o200k takes ~0.5 s to load):
+    pages that only read cached profiles need to know which tokenizer a model uses, not the tokenizer."""
+    if name == "approx":
+        return True
+    path = _tokenizer_file(name)
+    library = "tiktoken" if name == "o200k" else "tokenizers"
+    return path is not None and path.exists() and importlib.util.find_spec(library) is not None
+
+
 @lru_cache(maxsize=None)
 def counter(name: str) -> Callable[[list[str]], list[int]] | None:
     """A batch token counter for a tokenizer family, or None when it is not on disk (never downloads)."""
+    if not available(name):
+        return None
     if name == "approx":
         from core.dataset import approx_tokens
 
         return lambda texts: [approx_tokens(t) for t in texts]
     if name == "o200k":
-        folder = _bundled_tokenizer_dir()
-        if not folder or not (folder / "fb374d419588a4632f3f557e76b4b70aebbca790").exists():  # sha1 of its URL
-            return None
         import tiktoken
 
         old = os.environ.get("TIKTOKEN_CACHE_DIR")
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)  # LiteLLM's bundled copy; tiktoken reads it, no download
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(_bundled_tokenizer_dir())  # LiteLLM's bundled copy; no download
         try:
             enc = tiktoken.get_encoding("o200k_base")
         finally:
             os.environ.pop("TIKTOKEN_CACHE_DIR") if old is None else os.environ.update(TIKTOKEN_CACHE_DIR=old)
         return lambda texts: [len(x) for x in enc.encode_ordinary_batch(texts)]
-    path = {"deepseek": lambda: (_bundled_tokenizer_dir() or Path("/nonexistent")) / "deepseek_tokenizer.json",
-            "smollm2": _smollm2_tokenizer}.get(name, lambda: None)()
-    if path is None or not path.exists():
-        return None
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(path))
+    tok = Tokenizer.from_file(str(_tokenizer_file(name)))
     return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
@@ -98,7 +117,7 @@ def tokenizer_for(model: str | None) -> str:
             else "deepseek" if "deepseek" in m
             else "smollm2" if m.startswith("local/") or "smollm2" in m
             else "approx")
-    return name if counter(name) is not None else "approx"
+    return name if available(name) else "approx"
 
 
 @dataclass(frozen=True)
@@ -179,7 +198,7 @@ def system_prompt(customer: str | None) -> str:
 def dataset_profile(key: str, tokenizer: str = "approx", ds: "ConversationDataset | None" = None) -> TokenProfile:
     """Token profile of a dataset, computed once per dataset version and tokenizer (memory + disk cache)."""
     ds = ds if ds is not None else open_dataset(key)
-    if counter(tokenizer) is None:
+    if not available(tokenizer):
         tokenizer = "approx"
     prompt = system_prompt(key.partition("/")[0])
     version = getattr(ds, "_cache_key", lambda: str(id(ds)))()
