@@ -13,7 +13,7 @@ sidebar_nav()
 st.title("CSForge")
 st.caption("Data → model → evaluation for customer-service agents, one client at a time.")
 
-with st.spinner("Loading customer datasets…"):  # the first import brings in torch (a few seconds)
+with st.spinner("Loading customer datasets…"):
     from core.dataset import customer_errors, overview
 
 rows = overview()
