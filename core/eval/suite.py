@@ -282,7 +282,8 @@ def _describe(exc: ValidationError, raw: Any, source: str) -> str:
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # libyaml's safe loader when built in: same documents, ~10x faster (Scorecard reads suites on render)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
