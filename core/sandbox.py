@@ -178,8 +178,8 @@ def _next_seq(database: Any, session_id: str) -> int:
 def add_message(session_id: str, role: str, content: str, model: str | None = None,
                 completion: Any = None) -> Message:
     """Store one message; an agent reply carries its Completion (latency, tokens, cost, error)."""
-    if role not in ("user", "assistant", "system"):
-        raise SandboxError(f"role must be user, assistant or system, not {role!r}")
+    if role not in ("user", "assistant", "system", "tool"):  # tool: a call and its result (core.tool_sandbox)
+        raise SandboxError(f"role must be user, assistant, system or tool, not {role!r}")
     get_session(session_id)
     database = db()
     with transaction(database):
@@ -231,7 +231,7 @@ def transcript(session_id: str, model: str) -> list[Message]:
 def history(session_id: str, model: str) -> list[dict]:
     """OpenAI-style messages for the next call to `model` (failed replies left out)."""
     return [{"role": m.role, "content": m.content} for m in transcript(session_id, model)
-            if not (m.role == "assistant" and m.error)]
+            if m.role != "tool" and not (m.role == "assistant" and m.error)]
 
 
 def ask(session_id: str, text: str, **call: Any) -> list[Message]:

@@ -30,6 +30,11 @@ SCHEMA: dict[str, dict[str, Any]] = {
                  "status": str, "summary": str, "created_at": float, "finished_at": float},
         pk="id",
     ),
+    # The process that plays a run (set at start and at each resume): a dead one means interrupted.
+    "eval_run_owners": dict(
+        columns={"run_id": str, "pid": int, "host": str, "proc_start": str, "claimed_at": float},
+        pk="run_id",
+    ),
     "eval_results": dict(
         columns={"id": str, "run_id": str, "scenario": str, "category": str, "passed": int,
                  "transcript": str, "checks": str, "latency_s": float, "cost_usd": float,

@@ -1,7 +1,7 @@
 """Data: browse a customer's conversations, their labels, handoff points, context and distributions."""
 import streamlit as st
 
-from core.dataset import filter_indices, load_dataset, to_jsonl
+from core.dataset import customer_errors, filter_indices, load_dataset, printable, to_jsonl
 from core.plots import export_html, export_png
 from core.ui import chat_bubbles, pick_dataset, sidebar_nav
 
@@ -11,14 +11,20 @@ st.title("Data")
 
 with st.sidebar:
     key = pick_dataset("data")
+customer_name = key.split("/")[0] if key else st.session_state.get("data_customer")
+for problem in customer_errors():  # broken client folders and declarations: named, as on the home page
+    if key is None or f"customers/{customer_name}/" in problem:
+        st.error(problem)
 if key is None:
     st.stop()
 try:
     ds = load_dataset(key)
-except (FileNotFoundError, OSError) as exc:
-    st.error(str(exc))
+except Exception as exc:  # a client's dataset class may raise anything in __init__: say so, never crash
+    st.error(f"dataset {key} cannot be loaded: {printable(exc if isinstance(exc, OSError) else f'{type(exc).__name__}: {exc}')}")
     st.stop()
 
+if not len(ds) and ds.errors:
+    st.error(f"dataset {key}: no valid conversation ({len(ds.errors)} bad records); first: {ds.errors[0]}")
 if ds.errors:
     with st.expander(f"⚠️ {len(ds.errors)} bad records were left out (file, record, reason)"):
         st.dataframe([{"file": e.file, "record": e.where, "reason": e.reason} for e in ds.errors],

@@ -243,7 +243,14 @@ else:
         with st.expander("Context given to the agent", expanded=False):
             st.json(session.context)
     session_tools(session)
-    chat(session)
+    from core import tool_sandbox
+
+    if tool_sandbox.is_tool_session(session):  # played on a client's tools: calls inline, state replayed
+        from core.eval.tools_view import render_tool_session
+
+        render_tool_session(session, show_message)
+    else:
+        chat(session)
 stats()
 
 with st.expander("🛠️ Play the customer on a client's tool environment (tool calls and state diff inline)"):

@@ -100,7 +100,12 @@ with tab_cmp:
         c1.plotly_chart(px.bar(scored, x="model", y="error_rate", title="Error rate"), key="err")
         c2.plotly_chart(px.bar(scored, x="model", y=["latency_p50_s", "latency_p95_s"], barmode="group",
                                title="Latency (s)"), key="lat")
-        c3.plotly_chart(px.bar(scored, x="model", y="cost_per_session_usd", title="Cost per session ($)"), key="cost")
+        free = eval_report.cost_note(rows)
+        if free:  # a bar chart of zeros draws a meaningless -1..1 axis
+            c3.info(free)
+        else:
+            c3.plotly_chart(px.bar(scored, x="model", y="cost_per_session_usd", title="Cost per session ($)"),
+                            key="cost")
         model = st.selectbox("Trend of", sorted({r["model"] for r in finished}), key="trend_model")
         trend = pd.DataFrame(eval_report.trend(model, customer))
         trend["when"] = pd.to_datetime(trend["created_at"], unit="s")
@@ -163,6 +168,9 @@ with tab_run:
                 st.error(f"{p.what}\n\n**Fix:** {p.fix}")
         else:
             st.success(f"Started job {job}; progress below.")
+    from core.eval.tools_view import render_task_run_form
+
+    render_task_run_form(customer, models)
     stopped = [r for r in runs if r["status"] == "interrupted"]
     for r in stopped:
         c1, c2 = st.columns([4, 1])
@@ -182,7 +190,7 @@ with tab_run:
             p = job["progress"] or {}
             done, total = p.get("done") or 0, p.get("total") or 0
             st.write(f"**{job['name']}** — {job['status']} · run `{p.get('run_id')}`")
-            st.progress(done / total if total else 0.0, text=f"{done}/{total or '?'} scenarios")
+            st.progress(done / total if total else 0.0, text=f"{done}/{total or '?'} {p.get('unit', 'scenarios')}")
             if job["status"] == "running" and st.button("Stop", key=f"stop_{job['id']}"):
                 eval_jobs.stop(job["id"])
             if job["status"] != "finished" and job["log_tail"]:

@@ -186,13 +186,19 @@ def _validate_references(suite, customer: str) -> int:
 
 
 def cmd_show(args) -> int:
+    from core.eval import report as eval_report
     from core.eval import store as eval_store
 
+    eval_report.reap_interrupted()  # a run whose process was killed reads as interrupted, not running
     row = eval_store.get_run(args.run_id)
     if row is None:
         print(f"no eval run '{args.run_id}'", file=sys.stderr)
         return 2
-    if row["summary"]:
+    if row["summary"] and row["summary"].get("kind") == "tasks":
+        from core.eval.task_cli import pass_text
+
+        print(pass_text(row["summary"]))
+    elif row["summary"]:
         print(scorecard_text(row["summary"]))
     else:
         print(f"run {row['id']} is {row['status']}")

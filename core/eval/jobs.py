@@ -6,6 +6,7 @@ eval command line and the eval statuses: running -> finished | failed | interrup
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import asdict
 
 from core import jobs
@@ -35,6 +36,43 @@ def start(model: str, customer: str | None, suite_path: str | None = None, concu
     job = jobs.create(KIND, f"{model} on {customer or 'generic'}",
                       {"cmd": [sys.executable, *args], "run_id": run_id}, job_id=job_id)
     jobs.update(job_id, status="running", progress={"done": 0, "total": None, "run_id": run_id})
+    jobs.spawn(job, args, env={"HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    return job_id
+
+
+def start_tasks(model: str, customer: str, trials: int = 1, split: str | None = None,
+                simulator: str | None = None, concurrency: int = 8, tasks: list[str] | None = None) -> str:
+    """Pre-flight, then launch a task run (tools, simulated customer, pass^k) in the background.
+
+    Reference agents (`@oracle`) need no pre-flight; a model that cannot be called raises
+    preflight.PreflightError with nothing recorded."""
+    from core import preflight
+    from core.eval import tasks as tk
+
+    if not tk.has_tasks(customer):
+        raise preflight.PreflightError([preflight.Problem(
+            f"{customer} has no tasks", f"add customers/{customer}/tasks.yaml (or tasks.py) and tools.py")])
+    if not 1 <= trials <= tk.MAX_TRIALS:
+        raise preflight.PreflightError([preflight.Problem(
+            f"trials must be between 1 and {tk.MAX_TRIALS}, not {trials}", "pick fewer trials")])
+    problems = [] if model.strip().startswith("@") else preflight.model_callable(model)
+    if simulator:
+        problems += preflight.model_callable(simulator)
+    preflight.require(problems)
+    job_id = jobs.new_id()
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-tasks-{job_id[-4:]}"
+    args = ["-m", "core.eval", "run", "--customer", customer, "--model", model.strip(), "--trials", str(trials),
+            "--concurrency", str(concurrency), "--job", job_id, "--run-id", run_id]
+    args += ["--split", split] if split else []
+    args += ["--simulator", simulator] if simulator else []
+    for task_id in tasks or []:
+        args += ["--task", task_id]
+    return _launch(job_id, f"tasks: {model} on {customer} x{trials}", args, run_id, unit="trials")
+
+
+def _launch(job_id: str, name: str, args: list[str], run_id: str, unit: str = "scenarios") -> str:
+    job = jobs.create(KIND, name, {"cmd": [sys.executable, *args], "run_id": run_id}, job_id=job_id)
+    jobs.update(job_id, status="running", progress={"done": 0, "total": None, "run_id": run_id, "unit": unit})
     jobs.spawn(job, args, env={"HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     return job_id
 

@@ -166,7 +166,7 @@ def registry_scores(customer: str) -> list[dict]:
 
 
 def reap_interrupted() -> list[str]:
-    """Runs still 'running' whose eval job is no longer alive become 'interrupted' (resumable)."""
+    """Runs still 'running' whose eval job or recorded process is no longer alive become 'interrupted'."""
     from core import jobs
 
     live = {}
@@ -174,9 +174,21 @@ def reap_interrupted() -> list[str]:
         run_id = (job.config or {}).get("run_id")
         if run_id:
             live[run_id] = live.get(run_id, False) or job.active
+    from core.eval import owners
+
+    dead = set(owners.dead_runs())  # the recorded process is gone, even for a run no job started
     reaped = []
     for run in es.runs(status="running"):
-        if run["id"] in live and not live[run["id"]]:
+        if run["id"] in dead or (run["id"] in live and not live[run["id"]]):
             es.set_status(run["id"], "interrupted")
             reaped.append(run["id"])
     return reaped
+
+
+def cost_note(rows: list[dict]) -> str | None:
+    """A note replacing the cost chart when it would show nothing (every scored model costs $0)."""
+    costs = [r.get("cost_per_session_usd") for r in rows if r.get("run_id")]
+    if costs and all(not c for c in costs):
+        return (f"Cost per session: all $0 (local) — {len(costs)} model{'s' if len(costs) != 1 else ''} "
+                "served on this machine or unpriced, so there is nothing to chart.")
+    return None

@@ -22,6 +22,14 @@ def create_run(run_id: str, settings: dict, suite_hash: str, suite_name: str) ->
                                 "suite_hash": suite_hash, "settings": store.dumps(settings),
                                 "status": "running", "summary": None, "created_at": time.time(),
                                 "finished_at": None})
+        _claim(db, run_id)
+
+
+def _claim(db, run_id: str) -> None:
+    """Record this process as the one playing the run (core.eval.owners tells a dead owner)."""
+    from core.eval import owners
+
+    db["eval_run_owners"].upsert({"run_id": run_id, **owners.me(), "claimed_at": time.time()}, pk="run_id")
 
 
 def get_run(run_id: str) -> dict | None:
@@ -41,6 +49,8 @@ def set_status(run_id: str, status: str, summary: dict | None = None) -> None:
         fields.update(summary=store.dumps(summary), finished_at=time.time())
     with store.transaction(db):
         db["eval_runs"].update(run_id, fields)
+        if status == "running":  # a resume: the resuming process owns the run now
+            _claim(db, run_id)
 
 
 RESULT_COLUMNS = ("id", "run_id", "scenario", "category", "passed", "transcript", "checks", "latency_s", "cost_usd",

@@ -12,7 +12,9 @@ customer (good for reference agents, weak for real models: give a strong model).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from core.eval import tasks as tk
 
@@ -20,7 +22,12 @@ from core.eval import tasks as tk
 def wants_tasks(args) -> bool:
     from core.paths import CUSTOMERS_DIR
 
-    if not tk.has_tasks(getattr(args, "customer", None)) or getattr(args, "resume", None):
+    if getattr(args, "resume", None):
+        from core.eval import store as es
+
+        old = es.get_run(args.resume)
+        return bool(old) and (old["settings"] or {}).get("kind") == "tasks"
+    if not tk.has_tasks(getattr(args, "customer", None)):
         return False
     own_suite = (CUSTOMERS_DIR / args.customer / "scenarios.yaml").exists()
     return not own_suite or any(getattr(args, k, None) for k in ("trials", "split", "task"))
@@ -63,9 +70,8 @@ def cmd_tools(args) -> int:
 
 
 def cmd_run_tasks(args) -> int:
-    from core.eval import jobs as eval_jobs
-    from core.eval import tools as tl
-
+    if getattr(args, "resume", None):
+        return _resume_tasks(args)
     try:
         settings = tk.TaskSettings(model=args.model, customer=args.customer, simulator=args.simulator,
                                    trials=args.trials or 1, split=args.split, tasks=args.task,
@@ -78,6 +84,27 @@ def cmd_run_tasks(args) -> int:
     if not args.model:
         print("--model is required", file=sys.stderr)
         return 2
+    return _play(args, settings, args.run_id, resume=False)
+
+
+def _resume_tasks(args) -> int:
+    """Finish an interrupted task run: its stored settings, only the (task, trial) pairs without a result."""
+    import dataclasses
+
+    from core.eval import store as es
+
+    stored = es.get_run(args.resume)["settings"]
+    fields = {f.name for f in dataclasses.fields(tk.TaskSettings)}
+    settings = tk.TaskSettings(**{k: v for k, v in stored.items() if k in fields})
+    if args.concurrency:
+        settings.concurrency = args.concurrency
+    return _play(args, settings, args.resume, resume=True)
+
+
+def _play(args, settings, run_id: str | None, resume: bool) -> int:
+    from core.eval import jobs as eval_jobs
+    from core.eval import tools as tl
+
     job_id = args.job or os.environ.get("CSFORGE_JOB_ID")
 
     def progress(done: int, total: int, rec: dict | None) -> None:
@@ -86,7 +113,15 @@ def cmd_run_tasks(args) -> int:
         eval_jobs.update(job_id, progress={"done": done, "total": total, "last": rec and rec["scenario"]})
 
     try:
-        result = tk.run_tasks(settings, run_id=args.run_id, progress=progress)
+        if threading.current_thread() is threading.main_thread():  # Stop sends SIGTERM: record, then exit
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        result = tk.run_tasks(settings, run_id=run_id, progress=progress, resume=resume)
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        eval_jobs.finish(job_id, "interrupted", error="interrupted")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # in-flight trials are dropped; finished ones are stored and a resume skips them
     except tl.EnvironmentMissing as exc:
         print(f"skipped: {exc}", file=sys.stderr)
         eval_jobs.finish(job_id, "failed", error=str(exc))

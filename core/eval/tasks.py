@@ -328,8 +328,11 @@ def _natural(task_id: str) -> tuple:
 
 def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Callable | None = None,
               agent_factory: Callable | None = None, simulator_factory: Callable | None = None,
-              env: tl.Environment | None = None, tasks: list[Task] | None = None, store: bool = True) -> dict:
-    """Run every (task, trial) concurrently; returns {run_id, summary, results}."""
+              env: tl.Environment | None = None, tasks: list[Task] | None = None, store: bool = True,
+              resume: bool = False) -> dict:
+    """Run every (task, trial) concurrently; returns {run_id, summary, results}.
+
+    resume: `run_id` is a stored run; only its (task, trial) pairs without a result are played."""
     from core.eval import agents as ag
 
     env = env or tl.load_environment(settings.customer)
@@ -339,10 +342,20 @@ def run_tasks(settings: TaskSettings, *, run_id: str | None = None, progress: Ca
     policy = policy_for(settings.customer)
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-tasks-{uuid.uuid4().hex[:4]}"
     capable = ag.probe(settings, agent_factory, env)
-    db = _start(run_id, settings, tasks) if store else None
+    done_before: list[dict] = []
+    if resume:
+        from core.eval import store as es
+
+        es.set_status(run_id, "running")
+        db = es.writer()
+        done_before = [r for r in es.results(run_id) if r["passed"] is not None]
+    else:
+        db = _start(run_id, settings, tasks) if store else None
     rows: list[dict] = []
     if capable["ok"] or settings.force:
-        rows = _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress)
+        rows = _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress,
+                         skip={r["scenario"] for r in done_before})
+    rows = sorted(done_before + rows, key=lambda r: (_natural(r["transcript"]["task"]), r["transcript"]["trial"]))
     summary = summarize(rows, settings.trials) if rows else {"scenarios": 0, "pass_rate": None, "pass_hat": {}}
     summary.update(run_id=run_id, model=settings.model, customer=settings.customer, kind="tasks",
                    suite_hash=tasks_hash(tasks),
@@ -370,7 +383,8 @@ def _start(run_id: str, settings: TaskSettings, tasks: list[Task]):
     return es.writer()
 
 
-def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress) -> list[dict]:
+def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, run_id, db, progress,
+              skip: set[str] = frozenset()) -> list[dict]:
     from core.eval import store as es
 
     def one(task: Task, trial: int) -> dict:
@@ -379,8 +393,9 @@ def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, ru
         return Trial(task, env, agent, sim, settings, trial, policy).play()
 
     # longest first (gold length as the estimate): the pool's last wave is then short trials
-    jobs = sorted([(t, k) for k in range(settings.trials) for t in tasks], key=lambda tk_: -len(tk_[0].gold))
-    rows, done = [], 0
+    jobs = sorted([(t, k) for k in range(settings.trials) for t in tasks if f"{t.id}#{k}" not in skip],
+                  key=lambda tk_: -len(tk_[0].gold))
+    rows, done = [], len(skip)
     pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="task")
     try:
         futures = [pool.submit(one, t, k) for t, k in jobs]
@@ -391,7 +406,7 @@ def _play_all(tasks, env, settings, agent_factory, simulator_factory, policy, ru
             rows.append(_as_row(rec))
             done += 1
             if progress:
-                progress(done, len(jobs), rec)
+                progress(done, len(jobs) + len(skip), rec)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         if db is not None:

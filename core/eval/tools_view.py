@@ -145,6 +145,41 @@ def render_task_runs(customer: str | None = None) -> None:
     render_trial(next(r for r in shown if r["scenario"] == sid))
 
 
+def render_task_run_form(customer: str, models: list[str]) -> str | None:
+    """Run tab: start a task run (pass^k) for a client with tasks; returns the job id when started."""
+    import streamlit as st
+
+    from core import preflight
+    from core.eval import jobs as eval_jobs
+    from core.eval import tasks as tk
+
+    if not tk.has_tasks(customer):
+        return None
+    st.subheader(f"Task run on {customer}'s tools (pass^k)")
+    with st.form("start_task_run"):
+        c1, c2 = st.columns(2)
+        picked = c1.selectbox("Agent", ["@oracle", *models], key="trun_model",
+                              help="@oracle replays each task's gold actions (a check of the environment)")
+        typed = c2.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="trun_typed")
+        simulator = c1.text_input("Customer simulator model (empty: the scripted simulator)", key="trun_sim")
+        split = c2.selectbox("Split", ["all", "train", "test"], key="trun_split")
+        trials = c1.slider("Trials per task (pass^1..pass^k)", 1, tk.MAX_TRIALS, 1, key="trun_trials")
+        concurrency = c2.slider("Concurrency", 1, 32, 8, key="trun_conc")
+        go = st.form_submit_button("Start task run")
+    if not go:
+        return None
+    try:
+        job = eval_jobs.start_tasks(typed.strip() or picked, customer, trials=trials,
+                                    split=None if split == "all" else split, simulator=simulator.strip() or None,
+                                    concurrency=concurrency)
+    except preflight.PreflightError as exc:
+        for p in exc.problems:
+            st.error(f"{p.what}\n\n**Fix:** {p.fix}")
+        return None
+    st.success(f"Started task job {job}; progress below, results in the Tasks tab.")
+    return job
+
+
 # ---------------------------------------------------------------- sandbox on an environment
 
 def sandbox_trial(customer: str, model: str, task_id: str | None = None) -> Any:
@@ -184,6 +219,7 @@ def render_tool_sandbox(models: list[str]) -> None:
     key = (customer, model, task_id)
     reset = st.button("Reset state", key="tsb_reset")
     if st.session_state.get("tsb_key") != key or reset:
+        st.session_state.pop("tsb_session", None)  # the next message starts a new saved session
         try:
             start_from = None if task_id == "(free play)" else task_id
             st.session_state["tsb_trial"] = sandbox_trial(customer, model, start_from)
@@ -199,10 +235,60 @@ def render_tool_sandbox(models: list[str]) -> None:
         said = st.text_input("Write as the customer", key="tsb_input")
         sent = st.form_submit_button("Send")
     if sent and said.strip():
-        trial.messages.append({"role": "user", "content": said})
-        trial._agent_turn(said)
+        from core import tool_sandbox
+
+        if not st.session_state.get("tsb_session"):  # saved from the first message on
+            session, _ = tool_sandbox.start(customer, model, None if task_id == "(free play)" else task_id,
+                                            tester=st.session_state.get("tester", ""), trial=trial)
+            st.session_state["tsb_session"] = session.id
+        tool_sandbox.send(st.session_state["tsb_session"], trial, said)
+    if st.session_state.get("tsb_session"):
+        sid = st.session_state["tsb_session"]
+        st.caption(f"Saved as sandbox session #{sid[:6]}: open it with `?session={sid}` (or the session picker) "
+                   "to flag replies, rate it and make a regression scenario.")
     _render_messages(trial.messages)
     for g in trial.glitches:
         st.error(f"{g['kind']}: {g['message']}")
+    st.markdown("**State changes so far**")
+    st.dataframe(_diff_rows(trial.session.changes()), hide_index=True, width="stretch")
+
+
+def show_tool_message(message: Any) -> None:
+    """A stored tool call (core.tool_sandbox) with its arguments and result."""
+    import streamlit as st
+
+    from core.tool_sandbox import tool_call
+
+    call = tool_call(message)
+    with st.chat_message("tool", avatar="🛠️"):
+        st.markdown(f"🛠️ `{call['name']}`" + (" · **error**" if call.get("error") else ""))
+        st.code(json.dumps(call["arguments"], ensure_ascii=False, indent=1), language="json")
+        st.code(_pretty(call.get("result")), language="json")
+
+
+def render_tool_session(session: Any, show_message: Any) -> None:
+    """A reopened tool session on the Sandbox page: stored turns (flaggable), tool calls, state, continue."""
+    import streamlit as st
+
+    from core import sandbox
+    from core import tool_sandbox
+
+    key = f"tsb_restored_{session.id}"
+    if key not in st.session_state:
+        try:
+            st.session_state[key] = tool_sandbox.restore(session.id)
+        except Exception as exc:  # e.g. the environment's files are gone
+            st.error(f"cannot rebuild the environment of this session: {exc}")
+            return
+    trial = st.session_state[key]
+    st.caption(f"Tool environment **{session.context['environment']}** · task "
+               f"{session.context.get('task') or 'free play'} · agent {session.models[0]}")
+    with st.form(f"tsb_more_{session.id}", clear_on_submit=True):
+        said = st.text_input("Write as the customer", key=f"tsb_more_input_{session.id}")
+        sent = st.form_submit_button("Send")
+    if sent and said.strip():
+        tool_sandbox.send(session.id, trial, said)
+    for m in sandbox.messages(session.id):
+        (show_tool_message if m.role == "tool" else show_message)(m)
     st.markdown("**State changes so far**")
     st.dataframe(_diff_rows(trial.session.changes()), hide_index=True, width="stretch")
