@@ -82,6 +82,7 @@ def test_handoff_is_a_transfer_action_not_a_mention_of_humans():
     assert _handed("I'm handing this over to a specialist on our billing team now.")
     assert _handed("Let me loop in one of our senior agents - they can see the full account.")
     assert _handed("收到，主管马上接手您的问题。")
+    assert _handed("这个情况我已经上报给售后主管。")
     # mentions, refusals, conditions and offers are not transfers
     assert not _handed("人工同事今天都在忙，有什么问题先跟我说，我尽量帮您解决。")
     assert not _handed("Our support staff work 8am to 6pm on weekdays; until then I can help you here.")

@@ -24,7 +24,7 @@ TARGET = re.compile(
     r"\bcolleagues?\b|\bteammates?\b|\bsupervisor\b|\bmember of (?:our|the) \w*\s?team\b|\breal person\b", re.I)
 # verbs that hand over to a target named in the same sentence
 VERB = re.compile(
-    r"转给|转交|转到|转去|交给|移交|转派|安排|对接|接入|接手|接待|跟进|联系您|回电|致电|处理您|来处理|"
+    r"转给|转交|转到|转去|交给|移交|转派|升级给|升级到|上报给|安排|对接|接入|接手|接待|跟进|联系您|回电|致电|处理您|来处理|"
     r"\bpass(?:ing)?\b|\bhand(?:ing)? (?:you|this|it|your \w+) (?:over|off)|\bhand(?:ing)? (?:over|off)|"
     r"\bconnect(?:ing)?\b|\bloop(?:ing)? in\b|\bbring(?:ing)? in\b|\brout(?:e|ing)\b|\bforward(?:ing)?\b|"
     r"\b(?:reach|reaching) out\b|\bcontact you\b|\bcall you\b|\bget back to you\b|\btake (?:it|this) (?:over|from here)|"
