@@ -282,6 +282,12 @@ def _cost(litellm: Any, response: Any, target: Target) -> float:
         return 0.0
 
 
+def _back_off(attempt: int, left: float) -> None:
+    """Wait before a retry (none before the first try), never past the time left."""
+    if attempt:
+        time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+
+
 def _attempts(timeout: float, retries: int) -> Iterator[tuple[int, float]]:
     """(attempt number, seconds left) while the overall deadline allows another attempt."""
     deadline = time.monotonic() + timeout
@@ -327,7 +333,7 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
         if attempt:
-            time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+            _back_off(attempt, left)
             left = timeout - (time.perf_counter() - start)
             if left <= 0.05:
                 break
@@ -366,8 +372,7 @@ def stream_chat(model: str, messages: list[dict], *, context: dict | None = None
     usage: Any = None
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
-        if attempt:
-            time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+        _back_off(attempt, left)
         try:
             params = _params(target, temperature, max_tokens, timeout - (time.perf_counter() - start), seed)
             for chunk in litellm.completion(**params, stream=True, stream_options={"include_usage": True}):
@@ -470,8 +475,7 @@ def chat_tools(model: str, messages: list[dict], tools: list[dict], *, customer:
         return failed
     error = f"timed out after {timeout:g}s"
     for attempt, left in _attempts(timeout, retries):
-        if attempt:
-            time.sleep(min(RETRY_BACKOFF_S[min(attempt - 1, 2)], max(left - 0.5, 0)))
+        _back_off(attempt, left)
         try:
             params = _params(target, temperature, max_tokens, timeout - (time.perf_counter() - start), seed)
             resp = litellm.completion(**params, tools=tools, tool_choice="auto")

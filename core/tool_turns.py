@@ -19,11 +19,12 @@ import json
 from typing import Any
 
 
-def _values(arguments: Any) -> list[str]:
+def argument_values(arguments: Any) -> list[str]:
+    """The text values (3+ characters) of a tool call's arguments, nested ones included."""
     if isinstance(arguments, dict):
-        return [v for x in arguments.values() for v in _values(x)]
+        return [v for x in arguments.values() for v in argument_values(x)]
     if isinstance(arguments, list):
-        return [v for x in arguments for v in _values(x)]
+        return [v for x in arguments for v in argument_values(x)]
     text = str(arguments).strip()
     return [text] if len(text) >= 3 else []
 
@@ -48,7 +49,7 @@ def with_tool_turns(dialog: list[dict], context_tools: list[dict] | None) -> lis
     placed: dict[int, list[dict]] = {}
     first_reply = next((i for i, m in enumerate(dialog) if m["role"] == "assistant"), len(dialog))
     for call in context_tools:
-        values = _values(call.get("arguments") or {})
+        values = argument_values(call.get("arguments") or {})
         at = first_reply
         for i, m in enumerate(dialog):
             if m["role"] == "user" and any(v in (m.get("content") or "") for v in values):

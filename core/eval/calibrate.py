@@ -116,29 +116,17 @@ def _validate_against(items: list[Item], suite) -> None:
 
 # ---------------------------------------------------------------- playing one reply
 
-class _Scripted:
-    """The agent of a calibration play: earlier turns get their reference, the last the item."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-
-    def __call__(self, model: str, messages: list[dict], context: dict | None = None, max_tokens: int | None = None):
-        from core.llm import Completion
-
-        n = sum(1 for m in messages if m.get("role") == "user")
-        return Completion(text=self.replies[n - 1], model=model)
-
-
 def play_item(item: Item, suite, settings, env) -> list[dict]:
     """The checks of the item's turn (and conversation checks on a last turn), as a run records them."""
     from core.eval import runner
+    from core.eval.references import ScriptedReplies
 
     sc = next(s for s in suite.scenarios if s.id == item.scenario)
     last = item.turn == len(sc.turns) - 1
     cut = sc.model_copy(update={"turns": sc.turns[:item.turn + 1], "checks": sc.checks if last else [],
                                 "simulate": None})
     replies = [t.reference or "" for t in cut.turns[:-1]] + [item.reply]
-    rec = runner.ScenarioRun(cut, suite, settings, _Scripted(replies), env).play()
+    rec = runner.ScenarioRun(cut, suite, settings, ScriptedReplies(replies), env).play()
     return [c for c in rec["checks"] if c["turn"] in (item.turn, None)]
 
 

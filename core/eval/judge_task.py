@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from core.eval import checks as ck
+from core.tool_turns import argument_values
 
 _YES = re.compile(r"\b(yes|yeah|yep|yup|sure|ok|okay|confirm(ed)?|correct|go ahead|proceed|please do|do it|right)\b"
                   r"|是的|好的|好|确认|可以|对的|对|行|没问题|嗯", re.I)
@@ -34,15 +35,6 @@ def is_affirmative(text: str) -> bool:
     return bool(_YES.search(text or "")) and not _NO.search(text or "")
 
 
-def _values(arguments: Any) -> list[str]:
-    if isinstance(arguments, dict):
-        return [v for x in arguments.values() for v in _values(x)]
-    if isinstance(arguments, list):
-        return [v for x in arguments for v in _values(x)]
-    text = str(arguments).strip()
-    return [text] if len(text) >= 3 else []
-
-
 def unconfirmed(rec: dict, messages: list[dict]) -> str | None:
     """Why a write was not confirmed, or None when the agent stated it and the customer said yes."""
     idx = rec.get("message_index", len(messages))
@@ -52,7 +44,7 @@ def unconfirmed(rec: dict, messages: list[dict]) -> str | None:
     agent_at = next((i for i in range(user_at - 1, -1, -1) if messages[i]["role"] == "assistant"
                      and (messages[i].get("content") or "").strip() and not messages[i].get("tool_calls")), None)
     said = (messages[agent_at]["content"] if agent_at is not None else "").lower()
-    values = _values(rec.get("arguments") or {})
+    values = argument_values(rec.get("arguments") or {})
     if agent_at is None or (values and not any(v.lower() in said for v in values)):
         return f"{rec['name']} ran without the agent stating its details first"
     answer = messages[user_at]["content"]

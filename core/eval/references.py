@@ -25,8 +25,9 @@ class ReferenceFailure:
         return f"{self.scenario} · {where} · {self.check}: {self.reason}"
 
 
-class _References:
-    """The agent of a reference play: the n-th user message gets the n-th turn's reference."""
+class ScriptedReplies:
+    """An in-process agent whose reply to the n-th user message is replies[n - 1]
+    (reference plays here, calibration plays in core.eval.calibrate)."""
 
     def __init__(self, replies: list[str]) -> None:
         self.replies = replies
@@ -49,7 +50,7 @@ def check_references(suite, customer: str | None = None) -> tuple[int, list[Refe
         if not sc.turns or not all(t.reference for t in sc.turns):
             continue
         scripted = sc.model_copy(update={"simulate": None})
-        rec = runner.ScenarioRun(scripted, suite, settings, _References([t.reference for t in sc.turns]), env).play()
+        rec = runner.ScenarioRun(scripted, suite, settings, ScriptedReplies([t.reference for t in sc.turns]), env).play()
         played += 1
         failures += [ReferenceFailure(sc.id, c.get("turn"), c["name"], c.get("reason") or "")
                      for c in rec["checks"] if c["passed"] is False]

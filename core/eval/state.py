@@ -142,25 +142,10 @@ class State:
         """Stop journaling; undo the call's changes or return its leaf diff."""
         out: list[dict] = []
         for name, table in self._tables.items():
-            for key, saved in (table._journal or {}).items():
-                if rollback:
-                    if saved is _FRESH:
-                        table._over.pop(key, None)
-                    else:
-                        table._over[key] = saved
-                else:
-                    before = table._base.get(key, _MISSING) if saved is _FRESH else saved
-                    leaf_diff(f"{name}/{key}", before, table.view(key), out)
+            _close(table._journal or {}, table._over, table._base, table.view, f"{name}/", rollback, out)
             table._journal = None
-        for name, saved in (self._vjournal or {}).items():
-            if rollback:
-                if saved is _FRESH:
-                    self._values.pop(name, None)
-                else:
-                    self._values[name] = saved
-            else:
-                before = self.base.get(name, _MISSING) if saved is _FRESH else saved
-                leaf_diff(name, before, self._values.get(name, _MISSING), out)
+        _close(self._vjournal or {}, self._values, self.base, lambda k: self._values.get(k, _MISSING), "",
+               rollback, out)
         self._vjournal = None
         return out
 
@@ -220,3 +205,16 @@ def leaf_diff(path: str, before: Any, after: Any, out: list[dict]) -> None:
         return
     out.append({"path": path, "before": None if before is _MISSING else before,
                 "after": None if after is _MISSING else after})
+
+
+def _close(journal: dict, over: dict, base: dict, view, prefix: str, rollback: bool, out: list[dict]) -> None:
+    """Undo one journal's writes (rollback) or append their leaf diffs to `out`."""
+    for key, saved in journal.items():
+        if rollback:
+            if saved is _FRESH:
+                over.pop(key, None)
+            else:
+                over[key] = saved
+        else:
+            before = base.get(key, _MISSING) if saved is _FRESH else saved
+            leaf_diff(f"{prefix}{key}", before, view(key), out)
