@@ -196,15 +196,39 @@ def add_user_message(session_id: str, text: str) -> Message:
     return add_message(session_id, "user", text.strip())
 
 
-def pending(session_id: str) -> dict[str, Message]:
-    """model -> the last user message it has not answered (e.g. the page switched mid-call)."""
-    session = get_session(session_id)
+# A reply cut short by something other than the tester's Stop (a reload, another page, another
+# click): kept as it was shown, but it does not answer the message, which the page offers to retry.
+INTERRUPTED = "interrupted before the end (the page reloaded or changed)"
+
+
+def _replies_to_last(session_id: str) -> tuple[Message | None, list[Message]]:
     msgs = messages(session_id)
     last_user = next((m for m in reversed(msgs) if m.role == "user"), None)
     if last_user is None:
+        return None, []
+    return last_user, [m for m in msgs if m.role == "assistant" and m.seq > last_user.seq]
+
+
+def pending(session_id: str, *, interrupted_count: bool = False) -> dict[str, Message]:
+    """model -> the last user message it has not answered (e.g. the page switched mid-call); an
+    INTERRUPTED reply is no answer unless `interrupted_count`."""
+    last_user, replies = _replies_to_last(session_id)
+    if last_user is None:
         return {}
-    answered = {m.model for m in msgs if m.role == "assistant" and m.seq > last_user.seq}
-    return {model: last_user for model in session.models if model not in answered}
+    answered = {m.model for m in replies if interrupted_count or m.error != INTERRUPTED}
+    return {model: last_user for model in get_session(session_id).models if model not in answered}
+
+
+def relabel_last_replies(session_id: str, old_error: str, new_error: str) -> int:
+    """Give the replies to the last user message whose error is `old_error` the error `new_error`
+    (e.g. INTERRUPTED -> stopped once the page knows it was the tester's Stop); returns how many."""
+    _, replies = _replies_to_last(session_id)
+    database = db()
+    with transaction(database):
+        for m in replies:
+            if m.error == old_error:
+                database["sandbox_messages"].update(m.id, {"error": new_error})
+    return sum(1 for m in replies if m.error == old_error)
 
 
 def add_reply(session_id: str, model: str, completion: Any) -> Message:

@@ -41,10 +41,11 @@ def sent_messages(session_id: str, model: str) -> list[dict]:
 
 
 def wait_settled(session_id: str, timeout_s: float = 3.0) -> bool:
-    """Wait until no model of the session owes a reply (a stopped stream stores its text as it unwinds,
-    possibly while the next page run has already started); False when some still do after timeout_s."""
+    """Wait until every model of the session has replied, in full or cut short (a stopped stream stores
+    its text as it unwinds, possibly while the next page run has already started); False when some
+    still have not after timeout_s."""
     deadline = time.monotonic() + timeout_s
-    while sandbox.pending(session_id):
+    while sandbox.pending(session_id, interrupted_count=True):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -86,7 +87,7 @@ class _Once:
 
 
 def _stream_one(session: sandbox.Session, model: str, out: queue.Queue, stop: threading.Event,
-                once: _Once, call: dict) -> None:
+                once: _Once, cut_short_as: str, call: dict) -> None:
     from core import llm
 
     pieces: list[str] = []
@@ -106,19 +107,22 @@ def _stream_one(session: sandbox.Session, model: str, out: queue.Queue, stop: th
     finally:
         stream.close()
     if completion is None:  # stopped before the end: keep what was said
-        completion = llm.Completion("".join(pieces).strip(), model, error=STOPPED)
+        completion = llm.Completion("".join(pieces).strip(), model, error=cut_short_as)
     message = once.store(session.id, model, completion)
     if message is not None:
         out.put((model, message))
 
 
 def stream(session_id: str, models: list[str] | None = None, stop: threading.Event | None = None,
-           poll_s: float = 0.25, **call: Any) -> Iterator[tuple[str, str | sandbox.Message | None]]:
+           poll_s: float = 0.25, cut_short_as: str = STOPPED,
+           **call: Any) -> Iterator[tuple[str, str | sandbox.Message | None]]:
     """Yield (model, text piece), then (model, stored Message) per model; ("", None) ticks every poll_s.
 
     A tick comes when nothing arrived for poll_s, so a caller (a Streamlit page) gets the chance to
     notice a Stop click. Closing the generator (Stop) sets `stop` and stores, at once, each
-    unfinished reply as the text yielded so far, marked STOPPED: what the tester saw.
+    unfinished reply as the text yielded so far, marked `cut_short_as` (STOPPED): what the tester
+    saw. The page passes sandbox.INTERRUPTED, since a closed stream may be a reload as well as a
+    Stop, and relabels the replies STOPPED when its next run knows it was the Stop button.
     """
     from core import llm
 
@@ -128,7 +132,7 @@ def stream(session_id: str, models: list[str] | None = None, stop: threading.Eve
     once = _Once()
     targets = _targets(session, models)
     seen = {m: [] for m in targets}
-    threads = [threading.Thread(target=_stream_one, args=(session, m, out, stop, once, call), daemon=True)
+    threads = [threading.Thread(target=_stream_one, args=(session, m, out, stop, once, cut_short_as, call), daemon=True)
                for m in targets]
     for t in threads:
         t.start()
@@ -150,4 +154,4 @@ def stream(session_id: str, models: list[str] | None = None, stop: threading.Eve
         stop.set()
         for model in left:  # closed early: the threads may be blocked on the network; do not wait
             once.store(session.id, model, llm.Completion("".join(seen[model]).strip(), model,
-                                                         latency_s=time.perf_counter() - started, error=STOPPED))
+                                                         latency_s=time.perf_counter() - started, error=cut_short_as))

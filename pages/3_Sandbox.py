@@ -126,6 +126,9 @@ def show_message(m: sandbox.Message) -> None:
         if m.role == "assistant" and m.error == sandbox_replies.STOPPED:
             st.markdown(m.content or "*(stopped before any text)*")
             st.caption("⏹ stopped by the tester")
+        elif m.role == "assistant" and m.error == sandbox.INTERRUPTED:
+            st.markdown(m.content or "*(no text yet)*")
+            st.caption(f"⚠ {m.error}")
         elif m.role == "assistant" and m.error:
             st.error(f"call failed: {m.error}")
         else:
@@ -144,7 +147,8 @@ def generate(session: sandbox.Session, cols: list, models: list[str]) -> None:
         if model in texts:
             with col, st.chat_message("assistant"):
                 holders[model] = st.empty()
-    replies = sandbox_replies.stream(session.id, models, max_tokens=int(st.session_state.get("max_tokens", 256)))
+    replies = sandbox_replies.stream(session.id, models, cut_short_as=sandbox.INTERRUPTED,
+                                     max_tokens=int(st.session_state.get("max_tokens", 256)))
     try:
         for model, item in replies:
             if isinstance(item, str):
@@ -159,6 +163,7 @@ def generate(session: sandbox.Session, cols: list, models: list[str]) -> None:
 def chat(session: sandbox.Session) -> None:
     if st.session_state.pop("stopping", False):  # the interrupted run stores its partial replies as it unwinds
         sandbox_replies.wait_settled(session.id)
+        sandbox.relabel_last_replies(session.id, sandbox.INTERRUPTED, sandbox_replies.STOPPED)
     text = st.chat_input("Message to the agent" + ("s" if len(session.models) > 1 else ""))
     sent = False
     if text is not None:

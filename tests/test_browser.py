@@ -188,3 +188,22 @@ def test_stop_keeps_the_partial_reply(console, browser):
     assert len(replies) == 1 and replies[0].error == "stopped by the tester"
     assert replies[0].content.startswith("w0 w1 w2 w3") and "w198" not in replies[0].content
     assert "Retry" not in browser.find_element("tag name", "body").text  # not shown as unanswered
+
+
+def test_a_reload_mid_reply_leaves_the_message_to_retry(console, browser):
+    """A reload is not a Stop: the partial reply is kept, labelled interrupted, and Retry is offered."""
+    from core import sandbox
+
+    base, _ = console
+    session = sandbox.create_session(["slow-agent"], tester="ana")
+    browser.get(f"{base}/Sandbox?session={session.id}")
+    _wait_text(browser, session.title)
+    _send(browser, "Tell me everything")
+    _wait_text(browser, "w3")
+    browser.refresh()
+    _wait_text(browser, "interrupted before the end")
+    _wait_text(browser, "Retry")
+    replies = [m for m in sandbox.messages(session.id) if m.role == "assistant"]
+    assert len(replies) == 1 and replies[0].error == sandbox.INTERRUPTED
+    assert replies[0].content.startswith("w0 w1 w2 w3") and "w198" not in replies[0].content
+    assert list(sandbox.pending(session.id)) == ["slow-agent"]

@@ -189,3 +189,24 @@ def test_flagged_session_becomes_a_scenario_from_the_page(agents, tmp_path, monk
     written = tmp_path / "customers" / "shop_zh" / "regressions.yaml"
     assert written.exists() and "can I return it after 30 days?" in written.read_text(encoding="utf-8")
     assert any("written to regressions.yaml" in m.value for m in at.success)
+
+
+def test_a_reply_cut_short_as_interrupted_leaves_the_message_unanswered_until_relabelled(tmp_path):
+    """The page streams with cut_short_as=INTERRUPTED (a closed stream may be a reload); its next run
+    relabels the reply STOPPED only when it knows the Stop button was the cause."""
+    long_text = " ".join(f"w{i}" for i in range(4000))
+    with FakeAgent([long_text]) as a:
+        s = sandbox.create_session([a.url])
+        sandbox.add_user_message(s.id, "tell me everything")
+        replies = sandbox_replies.stream(s.id, cut_short_as=sandbox.INTERRUPTED, max_tokens=5000)
+        for model, item in replies:
+            if isinstance(item, str):
+                break
+        replies.close()
+        assert sandbox_replies.wait_settled(s.id)  # the cut-short reply is stored...
+        assert list(sandbox.pending(s.id)) == [a.url]  # ...but does not answer the message
+        assert sandbox.history(s.id, a.url)[-1]["role"] == "user"  # nor is it sent back to the model
+        assert sandbox.relabel_last_replies(s.id, sandbox.INTERRUPTED, sandbox_replies.STOPPED) == 1
+    assert sandbox.pending(s.id) == {}
+    stored = [m for m in sandbox.messages(s.id) if m.role == "assistant"]
+    assert len(stored) == 1 and stored[0].error == sandbox_replies.STOPPED
