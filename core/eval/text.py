@@ -187,7 +187,11 @@ def ngram_similarity(a: str, b: str) -> float:
     def grams(t: str) -> Counter:
         t = content_chars(t)
         return Counter(list(t) + [t[i:i + 2] for i in range(len(t) - 1)])
-    ga, gb = grams(a), grams(b)
+    return _cosine(grams(a), grams(b))
+
+
+def _cosine(ga: Counter, gb: Counter) -> float:
+    """Cosine of two gram counts; 0 when either is empty."""
     if not ga or not gb:
         return 0.0
     dot = sum(v * gb.get(k, 0) for k, v in ga.items())
@@ -207,11 +211,7 @@ def surface_similarity(a: str, b: str) -> float:
     def grams(t: str) -> Counter:
         u = _units(t)
         return Counter(u + [" ".join(u[i:i + 2]) for i in range(len(u) - 1)])
-    ga, gb = grams(a), grams(b)
-    if not ga or not gb:
-        return 0.0
-    dot = sum(v * gb.get(k, 0) for k, v in ga.items())
-    return dot / (math.sqrt(sum(v * v for v in ga.values())) * math.sqrt(sum(v * v for v in gb.values())))
+    return _cosine(grams(a), grams(b))
 
 
 _ENCODER = None
