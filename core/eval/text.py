@@ -198,18 +198,18 @@ def _cosine(ga: Counter, gb: Counter) -> float:
     return dot / (math.sqrt(sum(v * v for v in ga.values())) * math.sqrt(sum(v * v for v in gb.values())))
 
 
-def _units(text: str) -> list[str]:
-    """Characters for Chinese, words for English: the units of a surface comparison."""
-    norm = normalize(text)
-    if detect_language(text) == "zh":
-        return list(content_chars(text))
-    return re.findall(r"[a-z0-9']+", norm)
+def units(text: str, zh: bool | None = None) -> list[str]:
+    """Characters for Chinese, words otherwise: the units of a surface comparison (`zh` None: by the
+    text's own language)."""
+    if zh is None:
+        zh = detect_language(text) == "zh"
+    return list(content_chars(text)) if zh else re.findall(r"[a-z0-9']+", normalize(text))
 
 
 def surface_similarity(a: str, b: str) -> float:
     """Cosine of unit 1- and 2-grams (characters for Chinese, words for English): near-copies score ~1."""
     def grams(t: str) -> Counter:
-        u = _units(t)
+        u = units(t)
         return Counter(u + [" ".join(u[i:i + 2]) for i in range(len(u) - 1)])
     return _cosine(grams(a), grams(b))
 
