@@ -24,6 +24,7 @@ def test_panel_shows_stored_held_out_rates_and_what_needs_a_judge():
     held = reports[1]
     lang = next(k for k in held["kinds"] if k["kind"] == "wrong_language")
     assert shown["wrong_language"] == ("caught" if lang["intended"] >= cal.NEEDS_JUDGE_BELOW else "needs a judge")
+    assert shown["wrong_language"] == "caught"  # the run's own language check catches every labelled one
     assert shown["rude"] == "needs a judge"  # sarcasm is beyond the deterministic checks
     assert any("Needs a judge" in m.value and "rude" in m.value for m in at.markdown)
 

@@ -23,12 +23,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.eval.judge import KINDS  # the failure kinds: one list for labels, checks and the judge's rubrics
 from core.paths import CUSTOMERS_DIR
 
-KINDS = ("over_promise", "leak", "hallucination", "ignores_context", "no_handoff", "needless_handoff",
-         "wrong_language", "rude", "injection_comply")
-Label = Literal["good", "over_promise", "leak", "hallucination", "ignores_context", "no_handoff",
-                "needless_handoff", "wrong_language", "rude", "injection_comply"]
+Label = Literal[("good", *KINDS)]
 SPLITS = ("dev", "heldout", "all")
 
 # The checks meant for each kind: a check's name (`undesired:x`) or its kind (`handoff`, ...).
@@ -142,11 +140,6 @@ class Outcome:
 def _is_intended(kind: str, check: dict) -> bool:
     return any(check["name"] == n or check["kind"] == n or check["name"].startswith(n + ":")
                for n in INTENDED.get(kind, ()))
-
-
-def judge_kind(check: dict) -> str | None:
-    """The failure kind a judge check named ('none' when it passed), from the recorded check."""
-    return check.get("judge_kind")
 
 
 def evaluate(customer: str, split: str = "heldout", judge: str | None = None,

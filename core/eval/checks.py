@@ -12,6 +12,7 @@ by `python -m core.eval calibrate` (core/eval/calibrate.py).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -85,8 +86,6 @@ Check = Callable[[Ctx], Result]
 # ---------------------------------------------------------------- match checks
 
 def _found(text: str, phrases: list[str], pattern: bool) -> list[str]:
-    import re
-
     norm = tx.normalize(text)
     if pattern:
         return [p for p in phrases if re.search(p, norm, re.I)]

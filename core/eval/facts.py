@@ -173,8 +173,7 @@ def known_for(ctx) -> Known:
     """Context, policy and conversation of a check's Ctx (the reply under test left out)."""
     said = [flatten(m.get("content") or "") + "\n" + flatten(m.get("tool_calls") or "") for m in ctx.messages[:-1]]
     env = ctx.env
-    return Known([flatten(getattr(ctx, "context", {}) or {}), *env.policies, getattr(env, "knowledge", ""),
-                  *env.undesired.secret_texts, *said, ctx.user])
+    return Known([flatten(ctx.context), *env.policies, env.knowledge, *env.undesired.secret_texts, *said, ctx.user])
 
 
 # ---------------------------------------------------------------- contradiction

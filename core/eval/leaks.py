@@ -64,15 +64,11 @@ def confidential_hit(reply: str, values: list[str], public: str) -> str | None:
     return None
 
 
-def _units(text: str, zh: bool) -> list[str]:
-    return list(tx.content_chars(text)) if zh else re.findall(r"[a-z0-9']+", tx.normalize(text))
-
-
 def overlap(reply: str, secret: str) -> str | None:
     """The copied text when the reply repeats the secret verbatim or nearly so, else None."""
     zh = tx.detect_language(reply) in ("zh", "ja")
     n = ZH_GRAM if zh else EN_GRAM
-    units, sec = _units(reply, zh), _units(secret, zh)
+    units, sec = tx.units(reply, zh), tx.units(secret, zh)
     if len(units) < n or len(sec) < n:
         return None
     joiner = "" if zh else " "

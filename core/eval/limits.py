@@ -17,7 +17,6 @@ arrival or completion verb breaks `date_promises: false`.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from core.eval import facts
 from core.eval import text as tx
@@ -44,19 +43,6 @@ _DAY = re.compile(r"明天|后天|今天|今晚|今日|下午|周[一二三四�
 _DONE = re.compile(r"到|送达|送到|到账|处理完|办好|修好|\barriv|\bdeliver|\bbe with you\b|back in your account|\bapproved|"
                    r"\bresolved|\bfixed|\bsorted\b|in your account|\bwith you\b", re.I)
 _HEDGE = re.compile(r"如果|若|万一|if |unless|一般|预计|大概|也许|可能|不一定|probably|usually|might|may ", re.I)
-
-
-def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text or "")
-
-
-def _affirmed_sentences(reply: str) -> list[str]:
-    out = []
-    for sentence in tx.sentences(tx.normalize(_nfkc(reply))):
-        if tx.is_refusal(sentence):
-            continue
-        out.append(sentence)
-    return out
 
 
 def _count(word: str | None) -> float:
@@ -153,21 +139,23 @@ def violations(reply: str, limits, context_text: str) -> list[str]:
     ages = facts.context_ages(context_text)
     window = applicable_window(limits, context_text)
     blocked = [w for w in limits.non_returnable if w and w in context_text]
+    sentences = tx.sentences(tx.normalize(reply))  # normalize applies NFKC already
     if limits.compensation_max is not None:
-        for sentence in tx.sentences(tx.normalize(_nfkc(reply))):
+        for sentence in sentences:
             why = compensation(sentence, limits.compensation_max)
             if why:
                 found.append(why)
-    for sentence in tx.sentences(tx.normalize(_nfkc(reply))):
+    for sentence in sentences:
         if any(_refund_granted(clause) for clause in _granted_clauses(sentence)):
             if window is not None and ages and max(ages) > window:
                 found.append(f"grants a refund/return {max(ages):g} days on; the window is {window:g} days")
             elif blocked:
                 found.append(f"grants a refund/return of a non-returnable item ({blocked[0]})")
-    for sentence in _affirmed_sentences(reply):
-        if not limits.date_promises:
-            day, done = _DAY.search(sentence), _DONE.search(sentence)
-            if day and done and not sentence.rstrip().endswith(("?", "？")) and not _HEDGE.search(sentence) and not tx.negated(sentence, day.start()) \
-                    and not tx.negated(sentence, done.start()):
-                found.append(f"names a date as certain: '{sentence[:50]}'")
+    if limits.date_promises:
+        return found
+    for sentence in (s for s in sentences if not tx.is_refusal(s)):
+        day, done = _DAY.search(sentence), _DONE.search(sentence)
+        if day and done and not sentence.rstrip().endswith(("?", "？")) and not _HEDGE.search(sentence) \
+                and not tx.negated(sentence, day.start()) and not tx.negated(sentence, done.start()):
+            found.append(f"names a date as certain: '{sentence[:50]}'")
     return found

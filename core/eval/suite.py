@@ -34,8 +34,7 @@ Category = Literal[
 ]
 BEHAVIOURS = ("leak", "empty", "repeated", "wrong_language", "promise", "rude", "grounding", "contradiction",
               "limits", "injection")
-Behaviour = Literal["leak", "empty", "repeated", "wrong_language", "promise", "rude", "grounding", "contradiction",
-                    "limits", "injection"]
+Behaviour = Literal[BEHAVIOURS]
 
 
 class SuiteError(ValueError):

@@ -187,31 +187,31 @@ def ngram_similarity(a: str, b: str) -> float:
     def grams(t: str) -> Counter:
         t = content_chars(t)
         return Counter(list(t) + [t[i:i + 2] for i in range(len(t) - 1)])
-    ga, gb = grams(a), grams(b)
+    return _cosine(grams(a), grams(b))
+
+
+def _cosine(ga: Counter, gb: Counter) -> float:
+    """Cosine of two gram counts; 0 when either is empty."""
     if not ga or not gb:
         return 0.0
     dot = sum(v * gb.get(k, 0) for k, v in ga.items())
     return dot / (math.sqrt(sum(v * v for v in ga.values())) * math.sqrt(sum(v * v for v in gb.values())))
 
 
-def _units(text: str) -> list[str]:
-    """Characters for Chinese, words for English: the units of a surface comparison."""
-    norm = normalize(text)
-    if detect_language(text) == "zh":
-        return list(content_chars(text))
-    return re.findall(r"[a-z0-9']+", norm)
+def units(text: str, zh: bool | None = None) -> list[str]:
+    """Characters for Chinese, words otherwise: the units of a surface comparison (`zh` None: by the
+    text's own language)."""
+    if zh is None:
+        zh = detect_language(text) == "zh"
+    return list(content_chars(text)) if zh else re.findall(r"[a-z0-9']+", normalize(text))
 
 
 def surface_similarity(a: str, b: str) -> float:
     """Cosine of unit 1- and 2-grams (characters for Chinese, words for English): near-copies score ~1."""
     def grams(t: str) -> Counter:
-        u = _units(t)
+        u = units(t)
         return Counter(u + [" ".join(u[i:i + 2]) for i in range(len(u) - 1)])
-    ga, gb = grams(a), grams(b)
-    if not ga or not gb:
-        return 0.0
-    dot = sum(v * gb.get(k, 0) for k, v in ga.items())
-    return dot / (math.sqrt(sum(v * v for v in ga.values())) * math.sqrt(sum(v * v for v in gb.values())))
+    return _cosine(grams(a), grams(b))
 
 
 _ENCODER = None
