@@ -172,15 +172,13 @@ class Environment:
         return ToolSession(self, self.new_state(patch))
 
 
-def tools_module(customer: str) -> Any | None:
-    """customers/<customer>/tools.py, imported; None when the client has none."""
-    if not customer or not (CUSTOMERS_DIR / customer / "tools.py").exists():
-        return None
-    return importlib.import_module(f"customers.{customer}.tools")
-
-
 def has_tools(customer: str | None) -> bool:
     return bool(customer) and (CUSTOMERS_DIR / customer / "tools.py").exists()
+
+
+def tools_module(customer: str) -> Any | None:
+    """customers/<customer>/tools.py, imported; None when the client has none."""
+    return importlib.import_module(f"customers.{customer}.tools") if has_tools(customer) else None
 
 
 @lru_cache(maxsize=8)
