@@ -33,11 +33,7 @@ def start(model: str, customer: str | None, suite_path: str | None = None, concu
     args += ["--suite", suite_path] if suite_path else []
     args += ["--judge", judge] if judge else []
     args += extra or []
-    job = jobs.create(KIND, f"{model} on {customer or 'generic'}",
-                      {"cmd": [sys.executable, *args], "run_id": run_id}, job_id=job_id)
-    jobs.update(job_id, status="running", progress={"done": 0, "total": None, "run_id": run_id})
-    jobs.spawn(job, args, env={"HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-    return job_id
+    return _launch(job_id, f"{model} on {customer or 'generic'}", args, run_id)
 
 
 def start_tasks(model: str, customer: str, trials: int = 1, split: str | None = None,
@@ -82,10 +78,7 @@ def resume(run_id: str, concurrency: int | None = None) -> str:
     job_id = jobs.new_id()
     args = ["-m", "core.eval", "run", "--resume", run_id, "--job", job_id]
     args += ["--concurrency", str(concurrency)] if concurrency else []
-    job = jobs.create(KIND, f"resume {run_id}", {"cmd": [sys.executable, *args], "run_id": run_id}, job_id=job_id)
-    jobs.update(job_id, status="running", progress={"done": 0, "total": None, "run_id": run_id})
-    jobs.spawn(job, args, env={"HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-    return job_id
+    return _launch(job_id, f"resume {run_id}", args, run_id)
 
 
 def update(job_id: str | None, *, progress: dict | None = None, **fields) -> None:

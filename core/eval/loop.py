@@ -33,8 +33,8 @@ FLAG_BEHAVIOUR = {"leaked internal information": "leak", "rude": "rude", "wrong 
                   "glitch/empty/repeat": "empty|repeated", "policy violation": "promise"}
 
 
-def _session(session_id: str) -> tuple[dict, list[dict], list[dict]]:
-    db = store.db()
+def _session(session_id: str, db=None) -> tuple[dict, list[dict], list[dict]]:
+    db = db or store.db()
     rows = list(db.query("select * from sandbox_sessions where id = ?", [session_id]))
     if not rows:
         raise KeyError(f"unknown sandbox session '{session_id}'")
@@ -126,7 +126,7 @@ def agreement(customer: str | None) -> dict:
     sessions = [r for r in db.query(f"select * from sandbox_sessions {where}", [customer] if customer else [])]
     rows = []
     for s in sessions:
-        _, msgs, flags = _session(s["id"])
+        _, msgs, flags = _session(s["id"], db)  # one connection for every session, not one each
         if s["rating"] is None and not flags:
             continue
         by_msg: dict[str, list[str]] = {}

@@ -351,12 +351,13 @@ def run(settings: RunSettings, *, run_id: str | None = None, resume: bool = Fals
         es.set_status(run_id, "interrupted")
         raise
     pool.shutdown(wait=True)
-    summary = es.summarize(es.results(run_id))
+    rows = es.results(run_id)  # read and decoded once: the summary and the all-failed test share it
+    summary = es.summarize(rows)
     summary.update(run_id=run_id, model=settings.model, customer=settings.customer or suite.name,
                    suite_hash=suite_hash, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     from core.eval.report import all_calls_failed
 
-    summary["all_calls_failed"] = all_calls_failed(es.results(run_id))
+    summary["all_calls_failed"] = all_calls_failed(rows)
     if summary["all_calls_failed"]:  # no reply at all: not a 0% scorecard, a run that never reached the agent
         es.set_status(run_id, "failed", summary)
         return es.get_run(run_id)

@@ -32,14 +32,16 @@ def _claim(db, run_id: str) -> None:
     db["eval_run_owners"].upsert({"run_id": run_id, **owners.me(), "claimed_at": time.time()}, pk="run_id")
 
 
-def get_run(run_id: str) -> dict | None:
-    rows = list(store.db().query("select * from eval_runs where id = ?", [run_id]))
-    if not rows:
-        return None
-    row = rows[0]
+def _decoded(row: dict) -> dict:
+    """An eval_runs row with its settings and summary decoded."""
     row["settings"] = store.loads(row["settings"], {})
     row["summary"] = store.loads(row["summary"], None)
     return row
+
+
+def get_run(run_id: str) -> dict | None:
+    rows = list(store.db().query("select * from eval_runs where id = ?", [run_id]))
+    return _decoded(rows[0]) if rows else None
 
 
 def set_status(run_id: str, status: str, summary: dict | None = None) -> None:
@@ -106,12 +108,7 @@ def runs(customer: str | None = None, model: str | None = None, status: str | No
             where.append(f"{col} = ?")
             args.append(val)
     sql = "select * from eval_runs" + (" where " + " and ".join(where) if where else "") + " order by created_at desc"
-    out = []
-    for row in store.db().query(sql, args):
-        row["settings"] = store.loads(row["settings"], {})
-        row["summary"] = store.loads(row["summary"], None)
-        out.append(row)
-    return out
+    return [_decoded(row) for row in store.db().query(sql, args)]
 
 
 # ---------------------------------------------------------------- summary

@@ -172,15 +172,13 @@ class Environment:
         return ToolSession(self, self.new_state(patch))
 
 
-def tools_module(customer: str) -> Any | None:
-    """customers/<customer>/tools.py, imported; None when the client has none."""
-    if not customer or not (CUSTOMERS_DIR / customer / "tools.py").exists():
-        return None
-    return importlib.import_module(f"customers.{customer}.tools")
-
-
 def has_tools(customer: str | None) -> bool:
     return bool(customer) and (CUSTOMERS_DIR / customer / "tools.py").exists()
+
+
+def tools_module(customer: str) -> Any | None:
+    """customers/<customer>/tools.py, imported; None when the client has none."""
+    return importlib.import_module(f"customers.{customer}.tools") if has_tools(customer) else None
 
 
 @lru_cache(maxsize=8)
@@ -255,8 +253,9 @@ class ToolSession:
         missing = [n for n, p in tool_.params.items() if p.default is inspect.Parameter.empty and n not in arguments]
         if missing:
             raise ToolError(f"missing argument(s) {', '.join(missing)} for {tool_.name}")
+        props = tool_.schema["function"]["parameters"]["properties"]  # derived once, in make_tool
         for name, value in arguments.items():
-            want = json_type(tool_.hints[name]).get("type")
+            want = props[name].get("type")
             if not _fits(value, want):
                 raise ToolError(f"argument '{name}' of {tool_.name} must be {want}, got {type(value).__name__}")
         return dict(arguments)
@@ -265,10 +264,12 @@ class ToolSession:
         return self.state.changes()
 
 
+_FITS = {"string": lambda v: isinstance(v, str),
+         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+         "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+         "boolean": lambda v: isinstance(v, bool), "array": lambda v: isinstance(v, list),
+         "object": lambda v: isinstance(v, dict)}
+
+
 def _fits(value: Any, want: str | None) -> bool:
-    checks = {"string": lambda v: isinstance(v, str),
-              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "boolean": lambda v: isinstance(v, bool), "array": lambda v: isinstance(v, list),
-              "object": lambda v: isinstance(v, dict)}
-    return want not in checks or checks[want](value)
+    return want not in _FITS or _FITS[want](value)
