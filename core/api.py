@@ -29,7 +29,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from core import dataset as data
-from core.guard import NAME, TokenGate, clip, create_server as guarded_server, exposure_warning
+from core.guard import BadName, TokenGate, check_shape, clip, exposure_warning, positive
+from core.guard import create_server as guarded_server
 
 API = "/api/v1"
 MAX_ITEMS = 100  # a page of full conversations; bigger pages make one slow response instead of many fast ones
@@ -125,9 +126,11 @@ class Catalog:
     @staticmethod
     def spec(customer: str, name: str) -> data.DatasetSpec:
         """The spec of a known dataset, or a 404 that lists the known customers or datasets."""
-        for kind, value in (("customer", customer), ("dataset", name)):
-            if not NAME.match(value):
-                raise ApiError(400, f"{kind} must be a name (letters, digits, '_', '.', '-'), got {clip(value)}")
+        try:
+            check_shape("customer", customer)
+            check_shape("dataset", name)
+        except BadName as exc:
+            raise ApiError(exc.status, str(exc)) from None
         try:
             found = data.get_customer(customer)
         except data.UnknownName as exc:
@@ -467,14 +470,6 @@ class BackgroundServer:
         server.task_dispatcher.shutdown()
 
 
-def _positive(text: str) -> int:
-    import argparse
-
-    if not INT.match(text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {clip(text)}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -483,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.api", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="0 picks a free port (printed on start)")
-    parser.add_argument("--threads", type=_positive, default=8,
+    parser.add_argument("--threads", type=positive, default=8,
                         help="worker threads; 8 keeps 16 keep-alive clients busy without GIL thrash")
     args = parser.parse_args(argv)
     install_stream_filter()  # log lines are redacted before they reach the terminal or a file

@@ -1,7 +1,7 @@
 """Cost vs quality for one customer: every model with both a price and a CS-eval pass rate.
 
     from core import cost_quality, pricing
-    priced, free = cost_quality.points(pricing.Prices.load(), "shop_zh/demo", "shop_zh")
+    priced, free, todo = cost_quality.chart(pricing.Prices.load(), "shop_zh/demo", "shop_zh")
     cost_quality.figure(priced)          # plotly, log-scale cost axis
 
 Pass rates come from the registry's metrics and from the runs stored in this console (so a
@@ -29,8 +29,8 @@ def _prices_by_model(prices: Any, key: str) -> dict[str, float]:
             if r["$/session"] is not None and r["$/session"] == r["$/session"]}
 
 
-def points(prices: Any, key: str, customer: str) -> tuple[list[dict], list[dict]]:
-    """(priced points, free points): name, type, pass_rate, error_rate, cost_per_session, cost_source."""
+def chart(prices: Any, key: str, customer: str) -> tuple[list[dict], list[dict], list[str]]:
+    """(priced points, free points, unevaluated models) from one pass over prices, registry and runs."""
     from core import pricing, registry
     from core.eval import report
 
@@ -50,16 +50,21 @@ def points(prices: Any, key: str, customer: str) -> tuple[list[dict], list[dict]
         target = routable(entries[p["name"]].access_point if p["name"] in entries else p["name"])
         if target in by_model:
             p["cost_per_session"], p["cost_source"] = by_model[target], f"price table on {key}"
-    priced = [p for p in found.values() if p["cost_per_session"] > 0]
+    priced = sorted((p for p in found.values() if p["cost_per_session"] > 0), key=lambda p: p["cost_per_session"])
     free = [p for p in found.values() if p["cost_per_session"] <= 0]
-    return sorted(priced, key=lambda p: p["cost_per_session"]), free
+    done = {routable(p["name"]) for p in priced + free}
+    return priced, free, [m for m in by_model if m not in done]
+
+
+def points(prices: Any, key: str, customer: str) -> tuple[list[dict], list[dict]]:
+    """(priced points, free points): name, type, pass_rate, error_rate, cost_per_session, cost_source."""
+    priced, free, _ = chart(prices, key, customer)
+    return priced, free
 
 
 def unevaluated(prices: Any, key: str, customer: str) -> list[str]:
     """Priced LiteLLM models with no pass rate on this customer yet (candidates to evaluate)."""
-    priced, free = points(prices, key, customer)
-    done = {routable(p["name"]) for p in priced + free}
-    return [m for m in _prices_by_model(prices, key) if m not in done]
+    return chart(prices, key, customer)[2]
 
 
 def figure(priced: list[dict]):

@@ -520,11 +520,13 @@ def list_customers() -> list[Customer]:
     return [c for c in found if isinstance(c, Customer)]
 
 
-def customer_errors() -> list[str]:
+def customer_errors(customer: str | None = None) -> list[str]:
     """Customer folders that cannot be used, with the reason: import errors, no dataset class,
-    dataset declarations without a path."""
+    dataset declarations without a path. `customer`: only that folder's problems."""
     errors = []
     for folder in _customer_folders():
+        if customer is not None and folder.name != customer:
+            continue
         found = _customer_or_error(folder)
         if isinstance(found, str):
             errors.append(found)

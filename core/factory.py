@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -280,6 +281,36 @@ def start(config: JobConfig, *, checked: bool = False) -> jobs.Job:
     job = jobs.create(KIND, config.name, config.model_dump(mode="json"))
     jobs.spawn(job, ["-m", "core.factory", "run-job", job.id])
     return jobs.get(job.id, check_alive=False)
+
+
+def report_parts(path: str | None) -> list[tuple] | None:
+    """A training report cut for drawing; None when there is none yet.
+
+    ("image", file, caption) for a figure beside the report; ("markdown", text, files) for the
+    rest, its links to files beside the report turned into code spans (a link would 404 in the
+    browser) and those files listed as (label, file) to offer as downloads.
+    """
+    if not path or not Path(path).exists():
+        return None
+    folder, link = Path(path).parent, r"\[([^\]]+)\]\(([^)\s]+)\)"
+    parts: list[tuple] = []
+    for part in re.split(r"(!\[[^\]]*\]\([^)]+\))", Path(path).read_text(encoding="utf-8")):
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", part)
+        if image and (folder / image.group(2)).exists():
+            parts.append(("image", folder / image.group(2), image.group(1)))
+        elif part.strip():
+            files = [(label, folder / target) for label, target in re.findall(link, part)
+                     if "://" not in target and (folder / target).is_file()]
+            text = re.sub(link, lambda m: f"`{m.group(1)}`" if (folder / m.group(2)).is_file() else m.group(0), part)
+            parts.append(("markdown", text, files))
+    return parts
+
+
+def resumable(job: jobs.Job) -> bool:
+    """Resume helps a cancelled job or a LoRA job that left a checkpoint, not a job refused by its data."""
+    if job.status == "cancelled":
+        return True
+    return job.status == "failed" and any((job.dir / "checkpoints").glob("checkpoint-*"))
 
 
 def resume(job_id: str, background: bool = True) -> jobs.Job:

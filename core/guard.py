@@ -5,6 +5,7 @@
   no request can make a server open a path of its choosing.
 - `TokenGate`: WSGI middleware; when $CSFORGE_SERVE_TOKEN is set every request except the
   listed open paths needs `Authorization: Bearer <token>` (401 otherwise).
+- `positive(text)`: the argparse type of both servers' counts (--threads, --queue, ...).
 - `clip(value)`: what an error message may echo back of a client's value (80 characters).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 TOKEN_VAR = "CSFORGE_SERVE_TOKEN"
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z", re.ASCII)
+POSITIVE = re.compile(r"[0-9]{1,18}\Z", re.ASCII)  # 18 digits: past any count, and int() stays cheap
 ECHO_CHARS = 80  # a client's value quoted in an error: enough to recognise it, never the whole body
 
 
@@ -36,14 +38,29 @@ def clip(value: Any, limit: int = ECHO_CHARS) -> str:
     return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
-def check_name(kind: str, value: Any, known: Iterable[str]) -> str:
-    """`value` if it is a known identifier; BadName (400 bad shape, 404 unknown) otherwise."""
+def check_shape(kind: str, value: Any) -> str:
+    """`value` if it is an identifier (never a path); BadName 400 otherwise."""
     if not isinstance(value, str) or not NAME.match(value):
         raise BadName(f"{kind} must be a name (letters, digits, '_', '.', '-'), got {clip(value)}", 400)
+    return value
+
+
+def check_name(kind: str, value: Any, known: Iterable[str]) -> str:
+    """`value` if it is a known identifier; BadName (400 bad shape, 404 unknown) otherwise."""
+    check_shape(kind, value)
     names = sorted(known)
     if value not in names:
         raise BadName(f"unknown {kind} {clip(value)}; known: {', '.join(names) or 'none'}", 404)
     return value
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1 in ASCII digits (int() also takes full-width ones)."""
+    import argparse
+
+    if not POSITIVE.match(text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {clip(text)}")
+    return int(text)
 
 
 def token() -> str | None:

@@ -202,14 +202,6 @@ def create_server(app: Any, host: str = "127.0.0.1", port: int = 0, threads: int
         503, "server busy: too many open connections; retry later"), channel_request_lookahead=1)
 
 
-def _positive(text: str) -> int:
-    import argparse
-
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def _seconds(text: str) -> float:
     import argparse
     import math
@@ -227,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from core import registry
-    from core.guard import exposure_warning
+    from core.guard import exposure_warning, positive
     from core.redact import install_stream_filter
 
     d = Limits()
@@ -235,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("name", help="registry name (python -m core.registry list)")
     ap.add_argument("--host", default="127.0.0.1", help="interface (default: this machine only)")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--threads", type=_positive, default=8, help="worker threads (queue + 2 at least)")
-    ap.add_argument("--queue", type=_positive, default=d.queue,
+    ap.add_argument("--threads", type=positive, default=8, help="worker threads (queue + 2 at least)")
+    ap.add_argument("--queue", type=positive, default=d.queue,
                     help=f"requests admitted at once, one generating (default {d.queue}); the next gets 503")
     ap.add_argument("--timeout", type=_seconds, default=d.timeout_s, help="seconds per request, waiting included")
-    ap.add_argument("--max-body", type=_positive, default=d.max_body_bytes, help="request body limit in bytes")
+    ap.add_argument("--max-body", type=positive, default=d.max_body_bytes, help="request body limit in bytes")
     ap.add_argument("--no-warmup", action="store_true", help="skip the one-token call that loads the model")
     args = ap.parse_args(argv)
     install_stream_filter()

@@ -12,9 +12,8 @@ st.title("Data")
 with st.sidebar:
     key = pick_dataset("data")
 customer_name = key.split("/")[0] if key else st.session_state.get("data_customer")
-for problem in customer_errors():  # broken client folders and declarations: named, as on the home page
-    if key is None or f"customers/{customer_name}/" in problem:
-        st.error(problem)
+for problem in customer_errors(None if key is None else customer_name):  # named, as on the home page
+    st.error(problem)
 if key is None:
     st.stop()
 try:

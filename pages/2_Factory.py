@@ -1,5 +1,4 @@
 """Factory: the model registry, a form to train (LoRA, prompt, provider tuning), live jobs and reports."""
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -23,28 +22,18 @@ def field(model, name: str) -> tuple:
 
 
 def show_report(path: str | None, where: str) -> None:
-    """The Markdown report with its figures (image links become st.image)."""
-    if not path or not Path(path).exists():
+    """The Markdown report with its figures; files it links to become download buttons."""
+    parts = factory.report_parts(path)
+    if parts is None:
         st.info("No report for this one yet.")
         return
-    folder = Path(path).parent
-    text = Path(path).read_text(encoding="utf-8")
-    for part in re.split(r"(!\[[^\]]*\]\([^)]+\))", text):
-        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", part)
-        if image and (folder / image.group(2)).exists():
-            st.image(str(folder / image.group(2)), caption=image.group(1))
-        elif part.strip():
-            local_files(part, folder, where)
-
-
-def local_files(text: str, folder: Path, where: str) -> None:
-    """Markdown whose links to files beside the report become download buttons (a link would 404)."""
-    link = r"\[([^\]]+)\]\(([^)\s]+)\)"
-    files = [(label, folder / target) for label, target in re.findall(link, text)
-             if "://" not in target and (folder / target).is_file()]
-    st.markdown(re.sub(link, lambda m: f"`{m.group(1)}`" if (folder / m.group(2)).is_file() else m.group(0), text))
-    for label, path in files:
-        st.download_button(f"⬇ {label}", path.read_bytes(), file_name=path.name, key=f"dl-{where}-{path}")
+    for kind, value, extra in parts:
+        if kind == "image":
+            st.image(str(value), caption=extra)
+            continue
+        st.markdown(value)
+        for label, file in extra:
+            st.download_button(f"⬇ {label}", file.read_bytes(), file_name=file.name, key=f"dl-{where}-{file}")
 
 
 def open_in(page: str, model: str) -> None:
@@ -209,16 +198,9 @@ def job_panel(job: jobs.Job) -> None:
     if job.status in ("queued", "running") and buttons[0].button("Cancel", key=f"cancel_{job.id}"):
         jobs.cancel(job.id)
         st.rerun()
-    if resumable(job) and buttons[1].button("Resume", key=f"resume_{job.id}"):
+    if factory.resumable(job) and buttons[1].button("Resume", key=f"resume_{job.id}"):
         factory.resume(job.id)
         st.rerun()
-
-
-def resumable(job: jobs.Job) -> bool:
-    """Resume helps a cancelled job or a LoRA job that left a checkpoint, not a job refused by its data."""
-    if job.status == "cancelled":
-        return True
-    return job.status == "failed" and any((job.dir / "checkpoints").glob("checkpoint-*"))
 
 
 with jobs_tab:

@@ -34,9 +34,8 @@ def customer_names() -> dict[str, str]:
         return {}
 
 
-def model_options() -> dict[str, str]:
+def model_options(reg: registry.Registry) -> dict[str, str]:
     """registry name -> label showing whether it can be called now and why not."""
-    reg = registry.load()
     for err in reg.errors:
         st.sidebar.warning(err)
     labels = {}
@@ -54,8 +53,8 @@ def open_session(session_id: str | None) -> None:
         st.query_params.pop("session", None)
 
 
-def new_session_form() -> None:
-    models, customers = model_options(), customer_names()
+def new_session_form(reg: registry.Registry) -> None:
+    models, customers = model_options(reg), customer_names()
     with st.sidebar.form("new_session"):
         wanted = st.query_params.get("model") or st.session_state.get("model")  # sent from Factory/Scorecard
         names = list(models)
@@ -232,10 +231,11 @@ def stats() -> None:
                       for r in rows], hide_index=True, width="stretch")
 
 
-retirement.show(registry.load().entries.values())  # retiring models: date + replacement
+reg = registry.load()  # once per run: the form, the notices and the tool sandbox read this copy
+retirement.show(reg.entries.values())  # retiring models: date + replacement
 session = pick_session()
 if session is None:
-    new_session_form()
+    new_session_form(reg)
     st.info("Start a session in the sidebar, or reopen a past one. Try to break the agent: "
             "ask for things outside the policy, switch language, request a human, probe for internals.")
 else:
@@ -261,4 +261,4 @@ stats()
 with st.expander("🛠️ Play the customer on a client's tool environment (tool calls and state diff inline)"):
     from core.eval.tools_view import render_tool_sandbox
 
-    render_tool_sandbox(list(registry.load().entries))
+    render_tool_sandbox(list(reg.entries))

@@ -18,8 +18,9 @@ st.title("Scorecard")
 customers = [c.name for c in list_customers()]
 with st.sidebar:
     customer = st.selectbox("Customer", customers, key="sc_customer")
-models = registry.load().names()
-retirement.show(registry.load().entries.values())  # retiring models: date + replacement
+reg = registry.load()  # once per run: every tab below reads this copy
+models = reg.names()
+retirement.show(reg.entries.values())  # retiring models: date + replacement
 eval_report.reap_interrupted()  # a run whose process died is resumable, not "running" forever
 runs = eval_store.runs(customer=customer)
 finished = [r for r in runs if r["status"] == "finished"]
@@ -232,7 +233,7 @@ with tab_diff:
 
 # ---------------------------------------------------------------- release gate
 with tab_gate:
-    entries = registry.load().entries.values()
+    entries = reg.entries.values()
     prod = eval_gate.production_model(customer)
     st.write(f"Production model for {customer}: **{prod or 'none yet'}**")
     cands = [e.name for e in entries if e.status == "candidate" and e.customer in (customer, None)]

@@ -76,7 +76,7 @@ st.caption("Empty prices are not public (the note says why). Fine-tunes served o
 
 st.subheader("Cost per session vs CS-eval pass rate")
 customer = key.split("/")[0]
-priced, free = cost_quality.points(prices, key, customer)
+priced, free, todo = cost_quality.chart(prices, key, customer)
 if priced:
     st.plotly_chart(cost_quality.figure(priced), width="stretch", key="cost_quality")
     st.dataframe(priced, hide_index=True, width="stretch",
@@ -89,7 +89,6 @@ else:
 if free:
     st.caption("Free per session (local, served by us; not on the log axis): "
                + ", ".join(f"{p['name']} (pass {p['pass_rate']:.0%})" for p in free))
-todo = cost_quality.unevaluated(prices, key, customer)
 if todo:
     c1, c2 = st.columns([3, 1])
     model = c1.selectbox(f"Evaluate a priced model on the {customer} suite", todo, key="costs_eval_model")
