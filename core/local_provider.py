@@ -231,11 +231,10 @@ def _make_handler_class() -> type:
                        print_verbose, encoding, api_key, logging_obj, optional_params,
                        acompletion=None, litellm_params=None, logger_fn=None, headers={},
                        timeout=None, client=None):
-            loaded = loaded_or_error(model)
-            text, n_in, n_out = generate(loaded, messages, **options(optional_params, timeout))
+            loaded, opts = loaded_or_error(model), options(optional_params, timeout)
+            text, n_in, n_out = generate(loaded, messages, **opts)
             model_response.choices[0].message.content = text
-            model_response.choices[0].finish_reason = "length" if n_out >= options(
-                optional_params, timeout)["max_tokens"] else "stop"
+            model_response.choices[0].finish_reason = "length" if n_out >= opts["max_tokens"] else "stop"
             model_response.model = f"local/{model}"
             model_response.usage = Usage(prompt_tokens=n_in, completion_tokens=n_out,
                                          total_tokens=n_in + n_out)
