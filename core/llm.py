@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from core.local_targets import EMBEDDED_MODEL, embedded_available  # noqa: F401  (re-exported)
 from core.paths import CUSTOMERS_DIR
@@ -315,11 +315,11 @@ def _prepare(model: str, messages: list[dict], context: dict | None, customer: s
 
 def chat(model: str, messages: list[dict], *, context: dict | None = None, customer: str | None = None,
          temperature: float = 0.0, max_tokens: int = 256, timeout: float = 60, seed: int | None = 0,
-         retries: int = 2, should_stop: Callable[[], bool] | None = None) -> Completion:
+         retries: int = 2) -> Completion:
     """Call a model once; never raises for a model/provider/network failure.
 
     A local model is called in-process without LiteLLM (no 6 s import for the embedded
-    default); `should_stop()` lets a caller end a local generation early (a client gone).
+    default); core.serve ends one early (a client gone) through `local_provider.STOP`.
     """
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
@@ -327,7 +327,7 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
         return failed
     if target.is_local:
         return _local_chat(model, target, start, temperature=temperature, max_tokens=max_tokens,
-                           timeout=timeout, seed=seed, should_stop=should_stop)
+                           timeout=timeout, seed=seed)
     litellm = _litellm()
     start = time.perf_counter()  # litellm's first import is not the model's latency
     error = f"timed out after {timeout:g}s"
@@ -354,8 +354,7 @@ def chat(model: str, messages: list[dict], *, context: dict | None = None, custo
 
 def stream_chat(model: str, messages: list[dict], *, context: dict | None = None,
                 customer: str | None = None, temperature: float = 0.0, max_tokens: int = 256,
-                timeout: float = 60, seed: int | None = 0, retries: int = 2,
-                should_stop: Callable[[], bool] | None = None) -> Iterator[str | Completion]:
+                timeout: float = 60, seed: int | None = 0, retries: int = 2) -> Iterator[str | Completion]:
     """Yield text pieces as they arrive; the last item is the Completion (full text, usage)."""
     start = time.perf_counter()
     target, failed = _prepare(model, messages, context, customer, start)
@@ -364,7 +363,7 @@ def stream_chat(model: str, messages: list[dict], *, context: dict | None = None
         return
     if target.is_local:
         yield from _local_stream(model, target, start, temperature=temperature, max_tokens=max_tokens,
-                                 timeout=timeout, seed=seed, should_stop=should_stop)
+                                 timeout=timeout, seed=seed)
         return
     litellm = _litellm()
     start = time.perf_counter()

@@ -34,8 +34,7 @@ class LocalModelError(RuntimeError):
 def offline() -> None:
     """Nothing may download: set before transformers/huggingface_hub are imported."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")  # TOKENIZERS_PARALLELISM: core.threads.prepare_env
 
 
 # ---------------------------------------------------------------- the embedded model

@@ -36,8 +36,8 @@ from core.paths import ROOT, registry_path
 from core.prices.cheapest import cheapest, ranked  # noqa: F401
 from core.prices.costmap import (COST_MAP_URL, FETCH_TIMEOUT_S, CostMap, Refresh, last_refresh,  # noqa: F401
                                  load_cost_map, refresh_cost_map)
-from core.prices.costs import (DEFAULT_EPOCHS, DEFAULT_FEWSHOT, Prices, SessionCost, fmt_price, fmt_usd,  # noqa: F401
-                               retiring_soon, session_cost, status, training_cost)
+from core.prices.costs import (DEFAULT_EPOCHS, DEFAULT_FEWSHOT, STALE_DAYS, Prices, SessionCost,  # noqa: F401
+                               fmt_price, fmt_usd, retiring_soon, session_cost, status, training_cost)
 from core.prices.rows import (CANDIDATES_FILE, FINETUNE_FILE, PRICES_DIR, RESEARCH_FILE, CandidateRow,  # noqa: F401
                               FinetuneRow, PriceFileError, load_candidates, load_finetune)
 from core.prices.tokens import (MESSAGE_OVERHEAD, REPLY_PRIMING, TokenProfile, conversation_tokens,  # noqa: F401
@@ -136,7 +136,7 @@ def pareto_figure(points: list[dict]):
     return fig
 
 
-def stale_rows(prices: Prices, days: int = 90, today: date | None = None) -> list[str]:
+def stale_rows(prices: Prices, days: int = STALE_DAYS, today: date | None = None) -> list[str]:
     """One line per price whose source is older than `days` (or undated)."""
     today = today or datetime.now(timezone.utc).date()
     lines = []

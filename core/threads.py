@@ -64,8 +64,7 @@ def configure(force: bool = False) -> int:
     with _LOCK:
         if _CHOSEN is not None and not force:
             return _CHOSEN
-        prepare_env()
-        import torch
+        import torch  # prepare_env() already ran: `import core` runs it before this module loads
 
         _CHOSEN = choose()
         torch.set_num_threads(_CHOSEN)

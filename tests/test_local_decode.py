@@ -81,6 +81,16 @@ def test_stop_hook_and_deadline_end_generation(loaded):
     assert _decode(loaded, ids, 50, deadline=time.monotonic() - 1) == []  # a spent deadline stops the prefill
 
 
+def test_the_stop_hook_core_serve_sets_reaches_generation(loaded):
+    calls: list[int] = []
+    token = local_provider.STOP.set(lambda: len(calls) >= 3 or calls.append(1) is None and False)
+    try:
+        text, n_in, n_out = local_provider.generate(loaded, CHAT, max_tokens=50)
+    finally:
+        local_provider.STOP.reset(token)
+    assert n_out == 3 and not loaded.lock.locked()  # false before the prefill and after tokens 1-2, true after 3
+
+
 def test_timeout_returns_what_was_generated_and_frees_the_model(loaded):
     text, n_in, n_out = local_provider.generate(loaded, CHAT, max_tokens=10_000, timeout=0.3)
     assert 0 < n_out < 10_000 and n_in > 10

@@ -23,6 +23,7 @@ from core.retirement import SOON_DAYS
 
 DEFAULT_FEWSHOT = 2  # example sessions a prompt-engineered agent carries in its prompt
 DEFAULT_EPOCHS = 3  # OpenAI's "auto" picks 3 for datasets of a few hundred examples; Together/Fireworks default too
+STALE_DAYS = 90  # a curated price older than this is re-checked by hand (fine-tuning prices are not in the map)
 # Token profiles of the README datasets, measured where the data is (`python -m core.pricing daily`), so a
 # scheduled job without the client data (CI) regenerates the same tables. Aggregate counts only, no text.
 PROFILES_FILE = PRICES_DIR / "profiles.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.prices.costmap import refresh_cost_map
-from core.prices.costs import PROFILES_FILE, Prices, fmt_price, save_profiles, stored_profiles
+from core.prices.costs import PROFILES_FILE, STALE_DAYS, Prices, fmt_price, save_profiles, stored_profiles
 from core.prices.readme import README_DATASETS, find_markers, readme_section, update_readme
 from core.prices.rows import PRICES_DIR
 from core.prices.tokens import dataset_profile, tokenizer_for
@@ -27,7 +27,6 @@ from core.retirement import SOON_DAYS
 
 STATE_FILE = PRICES_DIR / "state.json"
 CHANGES_FILE = PRICES_DIR / "CHANGES.md"
-STALE_DAYS = 90  # a curated price older than this is re-checked by hand (fine-tuning prices are not in the map)
 CHANGES_HEADER = ("# Price and model changes\n\nWritten by `python -m core.pricing daily`, newest first: prices, "
                   "candidates added or removed, deprecation dates, retirements and stale fine-tuning prices.\n")
 
