@@ -475,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {job.id}: {config.name} (log {job.log_path})", flush=True)
         log = open(job.log_path, "a", encoding="utf-8")
         sys.stdout, sys.stderr = _Tee(sys.__stdout__, log), _Tee(sys.__stderr__, log)
+        from core.redact import install_stream_filter
+
+        install_stream_filter()  # a foreground job's log file gets no key either (background jobs: core.jobs)
         return execute(job.id)
     if args.cmd == "run-job":
         return execute(args.job, resume=args.resume)

@@ -14,7 +14,7 @@ with st.sidebar:
                               help="A prompt-engineered agent carries these whole example sessions in every call.")
     epochs = st.number_input("Fine-tuning epochs", 1, 20, pricing.DEFAULT_EPOCHS)
     good_only = st.checkbox("Train only on good conversations (label above the threshold)")
-    stale_days = st.number_input("A price is stale after (days)", 1, 3650, 90)
+    stale_days = st.number_input("A price is stale after (days)", 1, 3650, pricing.STALE_DAYS)
 if key is None:
     st.stop()
 try:

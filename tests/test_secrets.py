@@ -154,3 +154,23 @@ scenarios:
 
     store.db().conn.close()
     assert _files_holding(tmp_path, ECHO_KEY.encode()) == []
+
+
+def test_a_foreground_factory_job_logs_no_key(echo, tmp_path, csforge_home):
+    """`python -m core.factory train` in the foreground tees its output into the job's log file;
+    that file must get the redacted text, like a background job's."""
+    import os
+
+    from tests.helpers_llm import tiny_model_dir
+
+    env = {**os.environ, "CSFORGE_HOME": str(csforge_home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.factory", "train", "--customer", "shop_zh", "--method", "remote",
+         "--base-model", str(tiny_model_dir()), "--name", "fg", "--max-conversations", "10",
+         "--set", f"remote.base_url={echo.url}", "--set", "remote.poll_interval_s=0.01"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=300)
+    logs = list(csforge_home.glob("jobs/*/log.txt"))
+    assert logs, proc.stdout + proc.stderr
+    assert any("401" in p.read_text(encoding="utf-8") for p in logs), proc.stdout + proc.stderr
+    assert ECHO_KEY not in proc.stdout + proc.stderr
+    assert _files_holding(csforge_home, ECHO_KEY.encode()) == []
