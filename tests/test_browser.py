@@ -148,7 +148,8 @@ def test_sandbox_session_survives_a_reload(console, browser, tmp_path):
     nav = [link.text.splitlines()[-1].strip() for link in links]
     assert nav == ["Home", "Data", "Factory", "Sandbox", "Scorecard", "Costs"], nav  # not "app"
     assert not browser.find_elements("css selector", "[data-testid='stSidebarNav']")
-    tester = browser.find_element("css selector", "input[aria-label='Tester']")
+    tester = WebDriverWait(browser, 60).until(  # the form's inputs can render after its button's label
+        lambda d: d.find_element("css selector", "input[aria-label='Tester']"))
     tester.send_keys("ana")
     browser.find_element("xpath", "//button[.//p[text()='Start session']]").click()
     WebDriverWait(browser, 60).until(lambda d: "session=" in d.current_url, message="no ?session= in the URL")
