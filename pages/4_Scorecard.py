@@ -148,7 +148,7 @@ with tab_run:
         options = ["(type below)"] + models
         wanted = st.query_params.get("model") or st.session_state.get("model")  # sent from the Factory
         picked = st.selectbox("Model (registry)", options, key="run_model",
-                              index=options.index(wanted) if wanted in options else 0)
+                              index=options.index(wanted) if wanted in options else min(1, len(models)))
         typed = st.text_input("…or a LiteLLM model string / OpenAI-compatible URL", key="run_typed")
         suite_path = st.text_input("Suite file (empty: generic + the customer's)", key="run_suite")
         only = st.multiselect("Only these categories or scenarios (empty: the whole suite)", suite_choices(customer),

@@ -80,3 +80,11 @@ def test_scorecard_preselects_the_model_sent_from_the_factory(monkeypatch):
     at.run()
     assert not at.exception
     assert at.selectbox(key="run_model").value == "shop_zh-prompt"
+
+
+def test_scorecard_run_form_starts_on_a_registry_model_not_on_an_empty_choice():
+    from core import registry
+
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="run_model").value == next(iter(registry.load().entries))
