@@ -441,8 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     run_job = sub.add_parser("run-job", help=argparse.SUPPRESS)
     run_job.add_argument("job")
     run_job.add_argument("--resume", action="store_true")
-    for name in ("status", "cancel"):
-        sub.add_parser(name).add_argument("job")
+    sub.add_parser("status").add_argument("job")
+    can = sub.add_parser("cancel", help="stop a job at its next step (checkpoint kept); --now: at once")
+    can.add_argument("job")
+    can.add_argument("--now", action="store_true", help="kill it now; the step in progress is lost")
     res = sub.add_parser("resume", help="continue a failed/cancelled job from its last checkpoint")
     res.add_argument("job")
     res.add_argument("--background", action="store_true")
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"result": job.result, "error": job.error}, ensure_ascii=False, indent=2, default=str))
             print("--- log tail ---\n" + jobs.log_tail(job))
         elif args.cmd == "cancel":
-            print(_describe(jobs.cancel(args.job)))
+            print(_describe(jobs.stop_now(args.job) if args.now else jobs.cancel(args.job)))
         elif args.cmd == "resume":
             print(_describe(resume(args.job, background=args.background)))
     except (KeyError, RuntimeError) as exc:

@@ -202,6 +202,21 @@ def cancel(job_id: str) -> Job:
     return get(job_id)
 
 
+def stop_now(job_id: str) -> Job:
+    """End a job at once (its process group gets SIGKILL): for a cancel that would wait for a long
+    step to finish. The step in progress is lost; a LoRA job resumes from its last checkpoint."""
+    job = get(job_id)
+    if not job.active:
+        return job
+    if pid_alive(job.pid):
+        try:
+            os.killpg(job.pid, signal.SIGKILL)  # spawn() starts every job in its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+    update(job_id, status="cancelled", error="stopped at once; resume continues from the last checkpoint")
+    return get(job_id)
+
+
 def log_tail(job: Job, lines: int = 20) -> str:
     """The last lines of the job's log (the progress bars' carriage returns folded)."""
     path = Path(job.log_path)

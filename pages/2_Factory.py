@@ -187,7 +187,8 @@ def job_panel(job: jobs.Job) -> None:
     if curves:
         st.line_chart(pd.DataFrame(curves), x="step", y="loss", color="curve", height=220)
     if job.status == "cancelling":
-        st.info("Cancelling: the job stops at its next step and keeps a checkpoint.", icon="⏳")
+        st.info("Cancelling: the job stops at its next step and keeps a checkpoint. A step can take minutes "
+                "on a busy CPU: **Stop now** ends it at once, losing only the step in progress.", icon="⏳")
     if job.error and job.status == "failed":  # the reason once; the traceback and log folded away
         st.error(job.error.split("\n", 1)[0][:500])
     tail = jobs.log_tail(job, 15)
@@ -197,6 +198,9 @@ def job_panel(job: jobs.Job) -> None:
     buttons = st.columns(4)
     if job.status in ("queued", "running") and buttons[0].button("Cancel", key=f"cancel_{job.id}"):
         jobs.cancel(job.id)
+        st.rerun()
+    if job.status == "cancelling" and buttons[0].button("Stop now", key=f"stop_now_{job.id}"):
+        jobs.stop_now(job.id)
         st.rerun()
     if factory.resumable(job) and buttons[1].button("Resume", key=f"resume_{job.id}"):
         factory.resume(job.id)

@@ -52,3 +52,24 @@ def test_cancel_between_stages_and_before_start():
     with pytest.raises(factory.JobCancelled, match="tokenising"):
         factory.Progress(job.id)(stage="tokenising")
     factory.Progress(job.id)(stage="writing report")  # results exist by then: never thrown away
+
+
+def test_stop_now_ends_a_job_stuck_in_a_long_step():
+    """A process that ignores SIGTERM and never reaches a step boundary (a long step on a busy CPU)."""
+    job = jobs.create(factory.KIND, "long-step", {})
+    pid = jobs.spawn(job, ["-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('started', flush=True); time.sleep(120)"])
+    jobs.update(job.id, status="running")
+    deadline = time.monotonic() + 30
+    while "started" not in jobs.log_tail(jobs.get(job.id)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jobs.cancel(job.id).status == "cancelling"
+    time.sleep(1.0)
+    assert jobs.pid_alive(pid), "SIGTERM is ignored: only the flag is left, read at the next step"
+    t0 = time.monotonic()
+    stopped = jobs.stop_now(job.id)
+    while jobs.pid_alive(pid) and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert not jobs.pid_alive(pid) and time.monotonic() - t0 < 5
+    assert stopped.status == "cancelled" and "last checkpoint" in stopped.error
+    assert jobs.stop_now(job.id).status == "cancelled"  # a second click changes nothing

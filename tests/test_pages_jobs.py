@@ -64,3 +64,19 @@ def test_release_gate_on_the_page_starts_missing_runs_instead_of_blocking(monkey
     assert started == [("cand", "shop_zh")]
     assert any("Promotion refused" in w.value for w in at.warning)
     assert registry.get("cand").status == "candidate"
+
+
+def test_stop_now_on_a_cancelling_job_ends_it_from_the_page():
+    job = jobs.create(factory.KIND, "slow-step", {"method": "lora", "customer": "shop_zh"})
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        jobs.update(job.id, status="cancelling", pid=proc.pid, progress={"stage": "training", "step": 1, "total": 40})
+        at = AppTest.from_file(str(ROOT / "pages/2_Factory.py"), default_timeout=60).run()
+        at.button(key=f"stop_now_{job.id}").click().run()
+        assert not at.exception
+        assert proc.wait(timeout=5) == -9  # SIGKILL
+        assert jobs.get(job.id).status == "cancelled"
+        assert not [b for b in at.button if b.key == f"stop_now_{job.id}"]
+    finally:
+        proc.kill()
+        proc.wait()
