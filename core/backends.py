@@ -126,7 +126,7 @@ class LoraBackend:
         trainer.save_model(str(adapter))  # adapter + tokenizer, written by the main process only
         seen = int(state.num_input_tokens_seen)  # the whole run: restored from the checkpoint on resume
         this_part = seen - tracker.tokens_at_start
-        hyper = lora.model_dump() | {"dropout": dropout, "gradient_checkpointing": args.gradient_checkpointing,
+        hyper = lora.model_dump() | {"dropout": dropout, "gradient_checkpointing": args.activation_checkpointing,
                                      "epochs": cfg.epochs, "seed": cfg.seed, "device": device,
                                      "precision": "bf16" if args.bf16 else "fp32",
                                      "steps": state.global_step, "max_steps_resolved": state.max_steps}
@@ -226,8 +226,8 @@ def training_arguments(cfg: Any, output_dir: Path, device: str, n_train: int, ea
         include_num_input_tokens_seen="non_padding", restore_callback_states_from_checkpoint=True,
         prediction_loss_only=True,
         use_cpu=device == "cpu", bf16=bf16, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, gradient_checkpointing=checkpointing(lora, device),
-        gradient_checkpointing_kwargs={"use_reentrant": False})  # non-reentrant: no input grads needed
+        dataloader_num_workers=0, activation_checkpointing=checkpointing(lora, device),
+        activation_checkpointing_kwargs={"use_reentrant": False})  # non-reentrant: no input grads needed
 
 
 def _final_val_loss(trainer: Any, early: bool) -> float:
