@@ -11,11 +11,14 @@ ran 7x slower with 2 threads than with 1 under a load of 7-13. So:
     (at least 1), measured once per process before our own threads add to it;
   - OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep instead of spinning, so a thread
     pool waiting on a lock or between ops leaves the cores to whoever has work. OpenMP
-    reads it when torch loads, so `core/__init__` calls `prepare_env()` first thing.
+    reads it when torch loads, so `core/__init__` calls `prepare_env()` first thing;
+  - glibc's mmap threshold held at its 128 KiB default (see `hold_mmap_threshold`).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 
 THREADS_VAR = "CSFORGE_TORCH_THREADS"
@@ -28,6 +31,28 @@ def prepare_env() -> None:
     """Environment torch's OpenMP runtime reads at load time (setdefault: a user's choice wins)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers' own pool fights torch's
+    hold_mmap_threshold()
+
+
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+
+
+def hold_mmap_threshold() -> bool:
+    """Keep glibc from raising its mmap threshold; True when set here.
+
+    glibc raises the threshold (up to 32 MiB) each time a large mmapped block is freed.
+    After a few torch ops, activation-sized tensors then come from the heap, where freed
+    blocks fragment and are not returned: one LoRA step at 4 x 1024 tokens peaked at
+    5.8 GB resident instead of 1.8 GB. Setting the threshold explicitly turns the dynamic
+    rise off. A user's MALLOC_MMAP_THRESHOLD_ wins; other C libraries are left alone.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
 
 
 def cores() -> int:

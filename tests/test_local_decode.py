@@ -1,6 +1,9 @@
 """The local decode loop (prefix KV cache, stop hook, deadline) and the torch thread policy."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -53,6 +56,25 @@ def test_prefix_cache_reuses_earlier_turns_with_identical_tokens(loaded):
     # the same prompt again: served from the cache with no prefill, token for token the same
     again = _decode(loaded, ids, 12, prefix_cache=cache, bf16_prefill=True)
     assert again == cached and cache.hits == 2 and cache.reused_tokens >= len(first) + len(ids)
+
+
+def test_a_reply_whose_text_retokenises_differently_still_reuses_the_whole_turn(loaded):
+    """A random model emits non-canonical token splits: without the generated ids put back,
+    the next turn's cache stops inside the reply and re-reads the rest."""
+    text, n_in, n_out = local_provider.generate(loaded, CHAT, max_tokens=40)
+    generated = loaded.replies.by_text[text]
+    assert list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) != generated  # the hard case
+    turn2 = CHAT + [{"role": "assistant", "content": text}, {"role": "user", "content": "还有，可以退货吗？"}]
+    plain = local_provider._prompt_ids(loaded.tokenizer, turn2)
+    restored = loaded.replies.restore(loaded.tokenizer, turn2, plain)
+    assert restored[:n_in + n_out] == local_provider._prompt_ids(loaded.tokenizer, CHAT) + generated
+    before = loaded.prefix.reused_tokens
+    local_provider.generate(loaded, turn2, max_tokens=4)
+    assert loaded.prefix.reused_tokens - before == n_in + n_out - 1  # everything but the last generated token
+    # an edited reply is not a remembered one: the template's tokens are kept as they are
+    edited = CHAT + [{"role": "assistant", "content": text + "!"}, turn2[-1]]
+    ids = local_provider._prompt_ids(loaded.tokenizer, edited)
+    assert loaded.replies.restore(loaded.tokenizer, edited, ids) == ids
 
 
 def test_prefix_cache_evicts_oldest_past_its_limits():
@@ -180,3 +202,38 @@ def test_importing_core_sets_a_passive_openmp_wait_policy():
     code = "import os; os.environ.pop('OMP_WAIT_POLICY', None); import core; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PASSIVE"
+
+
+_HEAP_PROBE = """
+import ctypes, os, sys
+if sys.argv[1] == "core":
+    import core  # holds glibc's mmap threshold
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+big = libc.malloc(8 << 20); ctypes.memset(big, 1, 8 << 20); libc.free(big)  # glibc now raises the threshold
+before = rss_mb()
+blocks = [libc.malloc(1 << 20) for _ in range(200)]  # activation-sized buffers, as a training step makes
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)
+for b in blocks[:-1]:  # all but the newest freed: a heap cannot shrink below a live block
+    libc.free(b)
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_importing_core_returns_freed_activation_buffers_to_the_system():
+    """Without the held threshold the 199 freed MiB stay resident; with it they are unmapped."""
+    from core.paths import ROOT
+
+    def kept_mb(mode: str) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], cwd=ROOT, env=env,
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    assert kept_mb("plain") > 150  # glibc's default behaviour: the probe would catch a no-op
+    assert kept_mb("core") < 20
