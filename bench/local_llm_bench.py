@@ -9,11 +9,14 @@ A shop_zh sandbox session on the prompt-engineered model (policy + context + his
   old   what CSForge did before: the history rendered into the system prompt (so nothing
         of the prompt repeats between turns), fp32 `model.generate` on the whole prompt;
   ours  `core.llm.stream_chat`: policy and context as a stable system prefix, the turns as
-        messages, a prefix KV cache reused across turns, bf16-autocast prefill where the
-        CPU has bf16, the lighter decode loop.
-Both run on the same loaded weights with the same threads, one after the other for each
-turn, and both see the same conversation (ours' replies). Printed per turn: time to first
-token (TTFT), reply time, decode tokens/s; and the ratio old/ours. On a shared box the
+        messages, a prefix KV cache reused across turns; on the engine core.local_provider
+        picks: llama.cpp on the Q8_0 GGUF when llama-cpp-python is installed
+        (`./setup.sh --llama-cpp`), else transformers with bf16-autocast prefill where the CPU
+        has bf16 and int8 one-token steps (CSFORGE_LOCAL_ENGINE=transformers forces that one).
+Both run with the same threads, one after the other for each turn, and both see the same
+conversation (ours' replies). Printed per turn: time to first token (TTFT), reply time,
+decode tokens/s, in wall and CPU seconds (the whole process's, every thread); and the
+ratio old/ours. On a shared box the
 load average is printed with the figures: compare ratios, not absolute times.
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ class _FirstToken:
     def put(self, value) -> None:
         self.calls += 1
         if self.calls == 2:  # the first put is the prompt
-            self.at, self.cpu_at = time.perf_counter(), time.thread_time()
+            self.at, self.cpu_at = time.perf_counter(), time.process_time()
 
     def end(self) -> None:
         pass
@@ -72,12 +75,12 @@ def old_turn(loaded, messages: list[dict], max_tokens: int) -> dict:
     enc = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                                return_tensors="pt")
     first = _FirstToken()
-    start, cpu = time.perf_counter(), time.thread_time()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = loaded.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, streamer=first,
                                     pad_token_id=loaded.tokenizer.pad_token_id)
     return {"ttft": (first.at or time.perf_counter()) - start, "total": time.perf_counter() - start,
-            "ttft_cpu": (first.cpu_at or time.thread_time()) - cpu, "total_cpu": time.thread_time() - cpu,
+            "ttft_cpu": (first.cpu_at or time.process_time()) - cpu, "total_cpu": time.process_time() - cpu,
             "tokens": int(out.shape[1] - enc["input_ids"].shape[1]), "prompt": int(enc["input_ids"].shape[1])}
 
 
@@ -85,26 +88,41 @@ def our_turn(model: str, history: list[dict], max_tokens: int) -> dict:
     """The same figures through core.llm.stream_chat (the first token is the first text piece)."""
     from core import llm
 
-    start, cpu = time.perf_counter(), time.thread_time()
+    start, cpu = time.perf_counter(), time.process_time()
     ttft = ttft_cpu = None
     for item in llm.stream_chat(model, history, context=CONTEXT, customer="shop_zh", max_tokens=max_tokens,
                                 timeout=600):
         if isinstance(item, str):
             if ttft is None:
-                ttft, ttft_cpu = time.perf_counter() - start, time.thread_time() - cpu
+                ttft, ttft_cpu = time.perf_counter() - start, time.process_time() - cpu
         else:
             done = item
     assert done.ok, done.error
     return {"ttft": ttft or done.latency_s, "total": time.perf_counter() - start, "ttft_cpu": ttft_cpu or 0.0,
-            "total_cpu": time.thread_time() - cpu, "tokens": done.output_tokens, "prompt": done.input_tokens,
+            "total_cpu": time.process_time() - cpu, "tokens": done.output_tokens, "prompt": done.input_tokens,
             "text": done.text}
+
+
+def transformers_model():
+    """The embedded model on transformers (the old path's weights), whichever engine `ours` uses."""
+    from core import llama_cpp_engine, local_provider as lp
+
+    before = os.environ.get(llama_cpp_engine.ENGINE_VAR)
+    os.environ[llama_cpp_engine.ENGINE_VAR] = "transformers"
+    try:
+        return lp.load(lp.EMBEDDED_MODEL)
+    finally:
+        if before is None:
+            os.environ.pop(llama_cpp_engine.ENGINE_VAR)
+        else:
+            os.environ[llama_cpp_engine.ENGINE_VAR] = before
 
 
 def session(model: str, turns: int, max_tokens: int) -> list[dict]:
     from core import llm, local_provider as lp, registry
 
     entry = registry.load().entries[model]
-    loaded = lp.load(lp.EMBEDDED_MODEL)
+    loaded = transformers_model()
     template, policy = entry.prompt_template or "", llm.policy_text("shop_zh")
     history: list[dict] = []
     rows = []
@@ -141,7 +159,7 @@ def print_session(rows: list[dict]) -> None:
 
 def cold_start() -> None:
     """Seconds from a fresh interpreter to the first reply: old route (litellm import + generate) vs ours."""
-    old = ("import time; t=time.perf_counter(); import litellm; from core import local_provider as lp; import torch;"
+    old = ("import os, time; os.environ['CSFORGE_LOCAL_ENGINE']='transformers'; t=time.perf_counter(); import litellm; from core import local_provider as lp; import torch;"
            "m=lp.load(lp.EMBEDDED_MODEL); e=m.tokenizer.apply_chat_template([{'role':'user','content':'你好'}],"
            "add_generation_prompt=True,return_dict=True,return_tensors='pt');"
            "m.model.generate(**e,max_new_tokens=16,do_sample=False); print(time.perf_counter()-t)")
@@ -185,11 +203,13 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--eval", type=int, default=0, metavar="N")
     args = ap.parse_args()
-    from core import local_decode, threads
+    from core import llama_cpp_engine, local_decode, local_provider as lp, threads
 
     n = threads.configure()
-    print(f"load average {os.getloadavg()[0]:.1f}; torch threads {n}; prefill {local_decode.prefill_dtype()}"
-          f" (CPU bf16: {local_decode.cpu_has_bf16()})")
+    engine = llama_cpp_engine.chosen_for(lp.embedded_folder(), None)
+    detail = (f"prefill {local_decode.prefill_dtype()}, decode {local_decode.decode_dtype()}"
+              if engine == "transformers" else f"{llama_cpp_engine.Q8_FILE}")
+    print(f"load average {os.getloadavg()[0]:.1f}; threads {n}; ours on {engine} ({detail})")
     print_session(session(args.model, args.turns, args.tokens))
     if args.eval:
         eval_concurrency(args.eval)

@@ -55,7 +55,7 @@ class PrefixCache:
         recomputation at all, so it gets the same reply token for token."""
         best, best_n = None, 0
         for slot in self.slots:
-            n = _common_prefix(slot.ids, ids)
+            n = common_prefix(slot.ids, ids)
             if n > best_n:
                 best, best_n = slot, n
         if best is None:
@@ -81,7 +81,7 @@ class PrefixCache:
         self.slots.clear()
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -1,6 +1,7 @@
 """The `local` LiteLLM provider: transformers causal LMs (plus peft LoRA adapters) in-process.
 
-    python -m core.local_provider convert   # convert the embedded GGUF once (about 10-40 s)
+    python -m core.local_provider convert   # convert the embedded GGUF once (about 10-40 s;
+                                            # and its Q8_0 copy when llama-cpp-python is installed)
 
 `core.llm` registers `handler()` in `litellm.custom_provider_map` under the name "local",
 so "local/<target>" model strings go through LiteLLM like every other provider. A target
@@ -10,7 +11,9 @@ has a lock around generate, so threads (Streamlit sessions, waitress workers, ev
 workers) share one copy safely.
 
 Where models are (the embedded GGUF, its converted folder, resolving targets) is
-core.local_targets; generation (prefix KV cache, int8 decode, stop hook) is core.local_decode.
+core.local_targets; generation (prefix KV cache, int8 decode, stop hook) is core.local_decode,
+or core.llama_cpp_engine for the embedded base model when llama-cpp-python is installed
+(`./setup.sh --llama-cpp`; CSFORGE_LOCAL_ENGINE picks: auto, llama_cpp, transformers).
 core.llm calls generate()/stream() directly, without LiteLLM. Importing this module is cheap: torch, transformers, peft and litellm load on first use.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core import local_decode, local_targets, threads
+from core import llama_cpp_engine, local_decode, local_targets, threads
 from core.local_targets import (  # noqa: F401  (re-exported: the provider's public names)
     EMBEDDED_MODEL, LocalModelError, embedded_available, embedded_folder, ensure_embedded, gguf_path)
 # A callable set by the caller (core.serve): True means stop generating now (client gone, deadline).
@@ -32,23 +35,77 @@ from core.local_targets import (  # noqa: F401  (re-exported: the provider's pub
 STOP: ContextVar[Any] = ContextVar("csforge_local_stop", default=None)
 
 
+class ReplyTokens:
+    """The token ids this model generated for its recent replies, by reply text.
+
+    A reply comes back in the next turn's history as text, and its text re-tokenised is not
+    always the ids that were generated (a model may emit a non-canonical split, or bytes
+    that decode to U+FFFD). Where they differ, the prefix cache would stop at that point
+    and re-read the rest of the conversation; putting the generated ids back keeps the
+    whole earlier turn reusable.
+    """
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.by_text: dict[str, list[int]] = {}
+
+    def remember(self, text: str, ids: list[int]) -> None:
+        if not text:
+            return
+        self.by_text.pop(text, None)
+        self.by_text[text] = list(ids)
+        while len(self.by_text) > self.size:
+            self.by_text.pop(next(iter(self.by_text)))
+
+    def restore(self, tokenizer: Any, messages: list[dict], ids: list[int]) -> list[int]:
+        """`ids` with each remembered assistant reply's re-tokenised span replaced by its generated ids."""
+        start = 0
+        for m in messages:
+            generated = self.by_text.get(m.get("content") or "") if m.get("role") == "assistant" else None
+            if generated is None:
+                continue
+            canonical = list(tokenizer(m["content"], add_special_tokens=False)["input_ids"])
+            at = _find(ids, canonical, start)
+            if at < 0:
+                continue
+            if canonical != generated:
+                ids = ids[:at] + generated + ids[at + len(canonical):]
+            start = at + len(generated)
+        return ids
+
+
+def _find(ids: list[int], part: list[int], start: int) -> int:
+    """First index >= start where `part` occurs in `ids`, or -1."""
+    if not part:
+        return -1
+    first = part[0]
+    for i in range(start, len(ids) - len(part) + 1):
+        if ids[i] == first and ids[i:i + len(part)] == part:
+            return i
+    return -1
+
+
 @dataclass
 class Loaded:
     """A model ready to generate, with the lock that serialises generate on it."""
 
-    model: Any
+    model: Any  # the transformers model, or None when `engine` generates
     tokenizer: Any
-    key: tuple[str, str | None]
+    key: tuple[str, str | None, str]  # (base folder, adapter folder, engine)
     load_s: float = 0.0
+    context: int | None = None  # the most tokens prompt + reply may hold
     lock: threading.Lock = field(default_factory=threading.Lock)
     eos_ids: set[int] = field(default_factory=set)
     bf16_prefill: bool = False
     prefix: local_decode.PrefixCache = field(default_factory=local_decode.PrefixCache)
     decoder: Any = None  # the int8 copy for one-token steps, or None: the model itself
+    engine: Any = None  # a llama_cpp_engine.Engine, or None: transformers generates
+    replies: ReplyTokens = field(default_factory=lambda: ReplyTokens())
 
 
-_CACHE: dict[tuple[str, str | None], Loaded] = {}
-_LOAD_LOCKS: dict[tuple[str, str | None], threading.Lock] = {}
+
+_CACHE: dict[tuple[str, str | None, str], Loaded] = {}
+_LOAD_LOCKS: dict[tuple[str, str | None, str], threading.Lock] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -64,7 +121,8 @@ def resolve(target: str, *, prepare: bool = True) -> tuple[Path, Path | None]:
 def load(target: str) -> Loaded:
     """Cached model + tokenizer for a local target (registry name, embedded name or folder)."""
     base, adapter = resolve(target)
-    key = (str(base), str(adapter) if adapter else None)
+    engine = llama_cpp_engine.chosen_for(base, adapter)
+    key = (str(base), str(adapter) if adapter else None, engine)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -76,6 +134,7 @@ def load(target: str) -> Loaded:
 
 
 def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
+    """Load for key = (base, adapter, engine): engine 'llama_cpp' or 'transformers'."""
     local_targets.offline()
     start = time.perf_counter()
     threads.configure()  # before the first torch op: CSFORGE_TORCH_THREADS or the free cores
@@ -83,6 +142,8 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)
+        if key[2] == "llama_cpp":
+            return _load_llama_cpp(base, tokenizer, key, start)
         # A fresh base per adapter: peft injects layers into the model it wraps, and the
         # plain base may be cached and in use by other threads.
         model = AutoModelForCausalLM.from_pretrained(base)
@@ -97,13 +158,33 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     decoder = local_decode.int8_decoder(model) if local_decode.decode_dtype() == "int8" else None
-    return Loaded(model, tokenizer, key, time.perf_counter() - start, eos_ids=_eos_ids(model, tokenizer),
+    return Loaded(model, tokenizer, key, time.perf_counter() - start,
+                  context=getattr(model.config, "max_position_embeddings", None),
+                  eos_ids=_eos_ids(getattr(model, "generation_config", None), tokenizer),
                   bf16_prefill=local_decode.prefill_dtype() == "bf16", decoder=decoder)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def _load_llama_cpp(base: Path, tokenizer: Any, key: tuple, start: float) -> Loaded:
+    """The embedded model on llama.cpp: its Q8_0 GGUF, with the HF tokenizer for templates and text."""
+    from transformers import GenerationConfig
+
+    engine = llama_cpp_engine.Engine(llama_cpp_engine.ensure_q8(), threads.choose())
+    if not engine.same_tokens(tokenizer, "您好，订单 12345 什么时候发货？Hello, where is my order?"):
+        raise LocalModelError(f"llama.cpp's vocabulary differs from {base}'s tokenizer; "
+                              f"set {llama_cpp_engine.ENGINE_VAR}=transformers")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        generation = GenerationConfig.from_pretrained(base)
+    except OSError:
+        generation = None
+    return Loaded(None, tokenizer, key, time.perf_counter() - start, context=engine.context,
+                  eos_ids=_eos_ids(generation, tokenizer), engine=engine)
+
+
+def _eos_ids(generation_config: Any, tokenizer: Any) -> set[int]:
     """Every id that ends a reply: the generation config's (one or a list) and the tokenizer's."""
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found = getattr(generation_config, "eos_token_id", None)
     ids = set(found if isinstance(found, (list, tuple)) else [found] if found is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -144,6 +225,11 @@ def _tokens(loaded: Loaded, *, temperature: float, max_tokens: int,
     """
     with loaded.lock:
         deadline = time.monotonic() + float(timeout) if timeout else None
+        if loaded.engine is not None:
+            yield from loaded.engine.tokens(ids, max_tokens=max_tokens, eos_ids=loaded.eos_ids,
+                                            temperature=temperature, seed=seed, deadline=deadline,
+                                            should_stop=STOP.get())
+            return
         yield from local_decode.decode(
             loaded.model, ids, max_tokens=max_tokens, eos_ids=loaded.eos_ids, temperature=temperature,
             seed=seed, deadline=deadline, should_stop=STOP.get(), prefix_cache=loaded.prefix,
@@ -157,11 +243,12 @@ def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, 
     `timeout` covers the prefill and the generation (what was generated by then is returned);
     `STOP` (set by core.serve) is checked between prefill chunks and after every token.
     """
-    ids = _prompt_ids(loaded.tokenizer, messages)
+    ids = loaded.replies.restore(loaded.tokenizer, messages, _prompt_ids(loaded.tokenizer, messages))
     new = list(_tokens(loaded, temperature=temperature, max_tokens=max_tokens, timeout=timeout,
                        seed=seed, ids=ids))
-    text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-    return text.strip().rstrip("\ufffd"), len(ids), len(new)
+    text = loaded.tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
+    loaded.replies.remember(text, new)
+    return text, len(ids), len(new)
 
 
 def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
@@ -170,7 +257,7 @@ def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, ma
 
     Closing the iterator early (a client that went away) stops generating and frees the model.
     """
-    ids = _prompt_ids(loaded.tokenizer, messages)
+    ids = loaded.replies.restore(loaded.tokenizer, messages, _prompt_ids(loaded.tokenizer, messages))
     new: list[int] = []
     sent = ""
     tokens = _tokens(loaded, temperature=temperature, max_tokens=max_tokens, timeout=timeout,
@@ -185,6 +272,7 @@ def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, ma
                 yield text[len(sent):]
                 sent = text
     text = loaded.tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
+    loaded.replies.remember(text, new)
     if len(text) > len(sent) and text.startswith(sent):
         yield text[len(sent):]
     yield len(ids), len(new)
@@ -271,5 +359,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["convert"]:
         t = time.perf_counter()
         print(ensure_embedded(), f"{time.perf_counter() - t:.1f}s")
+        if llama_cpp_engine.installed() and llama_cpp_engine.wanted() != "transformers":
+            t = time.perf_counter()
+            print(llama_cpp_engine.ensure_q8(), f"{time.perf_counter() - t:.1f}s")
     else:
         print(__doc__.splitlines()[2])

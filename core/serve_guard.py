@@ -158,7 +158,7 @@ def check_context(model_name: str, opts: dict) -> bool:
         loaded = local_provider.load(target.litellm_model.removeprefix("local/"))
     except local_provider.LocalModelError:
         return True  # the call itself reports it (502 with the reason)
-    context = getattr(loaded.model.config, "max_position_embeddings", None)
+    context = loaded.context
     if context:
         n = len(local_provider._prompt_ids(loaded.tokenizer, target.messages))
         if n + opts["max_tokens"] > context:

@@ -1,0 +1,172 @@
+"""The opt-in llama.cpp engine: which targets it takes, and generation on the embedded model.
+
+The choice tests run everywhere; the generation tests need llama-cpp-python
+(`./setup.sh --llama-cpp`, which .ci/run does) and the embedded GGUF, and are skipped without them.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core import llama_cpp_engine as lce
+from core import local_provider, local_targets
+
+CHAT = [{"role": "system", "content": "你是网店客服。退货政策：签收后 7 天内可退，运费由买家承担。"},
+        {"role": "user", "content": "我的耳机还没发货，订单号 12345，什么时候能到？"}]
+
+needs_engine = pytest.mark.skipif(not (lce.installed() and local_targets.gguf_path()),
+                                  reason="llama-cpp-python or the embedded GGUF not installed (./setup.sh --llama-cpp)")
+
+
+# ---------------------------------------------------------------- which engine
+
+def test_engine_variable_is_validated(monkeypatch):
+    monkeypatch.setenv(lce.ENGINE_VAR, "vllm")
+    with pytest.raises(local_targets.LocalModelError, match="CSFORGE_LOCAL_ENGINE='vllm'"):
+        lce.wanted()
+
+
+def test_only_the_embedded_base_model_goes_to_llama_cpp(monkeypatch, tmp_path):
+    monkeypatch.setattr(lce, "installed", lambda: True)
+    monkeypatch.setattr(lce, "gguf_path", lambda: tmp_path / "model.gguf")
+    embedded = local_targets.embedded_folder()
+    monkeypatch.delenv(lce.ENGINE_VAR, raising=False)
+    assert lce.chosen_for(embedded, None) == "llama_cpp"
+    assert lce.chosen_for(embedded, tmp_path / "adapter") == "transformers"  # LoRA finetunes stay on peft
+    assert lce.chosen_for(tmp_path, None) == "transformers"  # any other model folder
+    monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
+    assert lce.chosen_for(embedded, None) == "transformers"
+
+
+def test_asking_for_llama_cpp_without_it_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(lce, "installed", lambda: False)
+    monkeypatch.delenv(lce.ENGINE_VAR, raising=False)
+    assert lce.chosen_for(local_targets.embedded_folder(), None) == "transformers"  # auto falls back
+    monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
+    with pytest.raises(local_targets.LocalModelError, match=r"setup.sh --llama-cpp"):
+        lce.chosen_for(local_targets.embedded_folder(), None)
+
+
+# ---------------------------------------------------------------- generation
+
+@pytest.fixture(scope="module")
+def engine_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("engine_home")
+
+
+@pytest.fixture
+def loaded(engine_home, monkeypatch):
+    """The embedded model on llama.cpp, loaded once for the module under its own $CSFORGE_HOME."""
+    monkeypatch.setenv("CSFORGE_HOME", str(engine_home))
+    monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
+    return local_provider.load(local_targets.EMBEDDED_MODEL)
+
+
+def _ids(loaded, messages):
+    return local_provider._prompt_ids(loaded.tokenizer, messages)
+
+
+def _fresh(loaded) -> None:
+    loaded.engine.llm.reset()
+
+
+@needs_engine
+def test_embedded_model_loads_on_llama_cpp_with_its_context(loaded):
+    assert loaded.engine is not None and loaded.model is None
+    assert loaded.context == loaded.engine.context >= 2048
+    assert lce.q8_path().exists()
+    assert loaded.engine.same_tokens(loaded.tokenizer, "退货 refund 12345 ？")
+
+
+@needs_engine
+def test_a_later_turn_reuses_the_cache_and_replies_as_from_scratch(loaded):
+    first = _ids(loaded, CHAT)
+    reply = list(loaded.engine.tokens(first, max_tokens=12, eos_ids=loaded.eos_ids))
+    turn2 = CHAT + [{"role": "assistant", "content": loaded.tokenizer.decode(reply, skip_special_tokens=True)},
+                    {"role": "user", "content": "那我可以退货吗？"}]
+    ids = _ids(loaded, turn2)
+    hits, reused = loaded.engine.hits, loaded.engine.reused_tokens
+    cached = list(loaded.engine.tokens(ids, max_tokens=16, eos_ids=loaded.eos_ids))
+    assert loaded.engine.hits == hits + 1
+    assert loaded.engine.reused_tokens - reused >= len(first) - 2  # the whole first prompt was not re-read
+    _fresh(loaded)
+    scratch = list(loaded.engine.tokens(ids, max_tokens=16, eos_ids=loaded.eos_ids))
+    assert cached == scratch and len(cached) > 0
+
+
+@needs_engine
+def test_the_same_prompt_twice_gives_the_same_greedy_reply(loaded):
+    ids = _ids(loaded, CHAT)
+    once = list(loaded.engine.tokens(ids, max_tokens=20, eos_ids=loaded.eos_ids))
+    again = list(loaded.engine.tokens(ids, max_tokens=20, eos_ids=loaded.eos_ids))
+    assert once == again
+
+
+@needs_engine
+def test_sampling_is_reproducible_by_seed(loaded):
+    ids = _ids(loaded, CHAT)
+
+    def run(seed: int) -> list[int]:
+        return list(loaded.engine.tokens(ids, max_tokens=24, eos_ids=set(), temperature=1.5, seed=seed))
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+@needs_engine
+def test_stop_hook_and_deadline_end_generation(loaded):
+    ids = _ids(loaded, CHAT)
+    calls = []
+
+    def stop_on_third_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    out = list(loaded.engine.tokens(ids, max_tokens=100, eos_ids=set(), should_stop=stop_on_third_call))
+    assert 1 <= len(out) <= 3
+    _fresh(loaded)  # the prompt must be prefilled again: a passed deadline stops before any token
+    assert list(loaded.engine.tokens(ids, max_tokens=50, eos_ids=set(), deadline=time.monotonic() - 1)) == []
+
+
+@needs_engine
+def test_a_prompt_past_the_context_is_refused_with_numbers(loaded):
+    too_long = [1] * (loaded.engine.context + 5)
+    with pytest.raises(local_targets.LocalModelError, match=rf"{len(too_long)} tokens.*{loaded.engine.context}"):
+        list(loaded.engine.tokens(too_long, max_tokens=4, eos_ids=set()))
+
+
+@needs_engine
+def test_chat_through_core_llm_streams_chinese_and_counts_tokens(loaded):
+    from core import llm
+
+    pieces, done = [], None
+    for item in llm.stream_chat(local_targets.EMBEDDED_MODEL, CHAT[1:], max_tokens=24, timeout=120):
+        if isinstance(item, str):
+            pieces.append(item)
+        else:
+            done = item
+    assert done is not None and done.ok, done
+    assert "".join(pieces).strip() == done.text and done.output_tokens > 0
+    assert "\ufffd" not in done.text[-1:]
+    assert done.input_tokens == len(_ids(loaded, CHAT[1:]))
+
+
+@needs_engine
+def test_engines_are_cached_apart(loaded, monkeypatch):
+    monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
+    other = local_provider.load(local_targets.EMBEDDED_MODEL)
+    assert other is not loaded and other.engine is None and other.model is not None
+    monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
+    assert local_provider.load(local_targets.EMBEDDED_MODEL) is loaded
+
+
+def test_requantising_reports_a_failure_and_leaves_no_partial_file(monkeypatch, tmp_path):
+    if not lce.installed():
+        pytest.skip("llama-cpp-python not installed")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF not really")
+    target = tmp_path / "out.gguf"
+    with pytest.raises(local_targets.LocalModelError, match="could not requantise"):
+        lce._requantise(broken, target)
+    assert not target.exists() and list(tmp_path.iterdir()) == [broken]
