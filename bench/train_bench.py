@@ -8,7 +8,8 @@ Each variant runs in its own child process (peak RSS is per process), old then o
 shop_zh training conversations with their context message (core.training), LoRA r=8 on
 every linear layer, batch 4, max_seq_len 1024, length-grouped batches:
   old   the Factory before: stock Trainer loss (logits over the whole vocabulary at every
-        position), LoRA dropout 0.05, torch's default threads (every core);
+        position), LoRA dropout 0.05, torch's default threads (every core) and OpenMP's
+        default wait policy (its threads spin before they sleep; ours sleep at once);
   ours  core.lora_trainer: LM head + loss only at trained positions, dropout off on CPU,
         gradient checkpointing for steps of >= 2048 tokens (the backend's CPU rule),
         threads from core.threads (CSFORGE_TORCH_THREADS or the free cores).
@@ -112,7 +113,9 @@ def main() -> int:
         for variant in [args.only] if args.only else ("old", "ours"):
             cmd = [sys.executable, __file__, "--child", variant, "--model", args.model, "--steps", str(args.steps),
                    "--max-seq-len", str(args.max_seq_len)]
-            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            # "" is not a valid policy: libgomp falls back to its default, as before core set PASSIVE
+            env = {**os.environ, "OMP_WAIT_POLICY": ""} if variant == "old" else None
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
             if out.returncode:
                 print(f"{variant}: failed (exit {out.returncode}; -9 is the OOM killer)\n{out.stderr[-1500:]}")
                 return 1
