@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: a virtual environment in .venv with everything CSForge needs.
 # Re-running it is fast: it reinstalls only when requirements.txt changed.
-#   ./setup.sh --llama-cpp   also builds llama-cpp-python for this CPU (6-9 min on 2 cores, once):
+#   ./setup.sh --llama-cpp   also builds llama-cpp-python for this CPU (4-7 min on 2 cores, once):
 #                            the embedded model then replies about 3x faster (core/llama_cpp_engine.py)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,7 +21,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--llama-cpp" ] && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-  echo "Building llama-cpp-python for this CPU (6-9 min on 2 cores; once per virtual environment)..."
+  echo "Building llama-cpp-python for this CPU (4-7 min on 2 cores; once per virtual environment)..."
   # Native build for this CPU; AMX kernels off (the default build dies with SIGILL on some AMX CPUs);
   # ggml's own thread pool, not OpenMP: CSForge sets OMP_WAIT_POLICY=PASSIVE for torch, under which
   # an OpenMP llama.cpp decodes at less than half speed. --no-cache-dir: a wheel built elsewhere or

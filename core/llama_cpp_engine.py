@@ -1,6 +1,6 @@
 """Opt-in engine for the embedded model: llama.cpp (llama-cpp-python) on a Q8_0 copy of its GGUF.
 
-    ./setup.sh --llama-cpp                 # build llama-cpp-python for this CPU once (6-9 min on 2 cores)
+    ./setup.sh --llama-cpp                 # build llama-cpp-python for this CPU once (4-7 min on 2 cores)
     CSFORGE_LOCAL_ENGINE=transformers      # the default path again, even when it is installed
 
 Measured on this box (2 AVX-512 cores, shop_zh prompt of 1,771 tokens, 128-token greedy
