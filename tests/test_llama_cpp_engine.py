@@ -6,6 +6,7 @@ The choice tests run everywhere; the generation tests need llama-cpp-python
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,14 @@ def test_requantising_reports_a_failure_and_leaves_no_partial_file(monkeypatch, 
     with pytest.raises(local_targets.LocalModelError, match="could not requantise"):
         lce._requantise(broken, target)
     assert not target.exists() and list(tmp_path.iterdir()) == [broken]
+
+
+def test_the_engine_line_says_which_and_why(monkeypatch):
+    monkeypatch.setattr(lce, "installed", lambda: False)
+    monkeypatch.delenv(lce.ENGINE_VAR, raising=False)
+    assert lce.describe() == "transformers (llama-cpp-python is not installed; ./setup.sh --llama-cpp adds it)"
+    monkeypatch.setattr(lce, "installed", lambda: True)
+    monkeypatch.setattr(lce, "gguf_path", lambda: Path("/x.gguf"))
+    assert lce.describe().startswith("llama_cpp (") and lce.Q8_FILE in lce.describe()
+    monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
+    assert lce.describe() == "transformers (CSFORGE_LOCAL_ENGINE=transformers)"
