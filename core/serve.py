@@ -58,7 +58,13 @@ def _usage(c: Any) -> dict:
             "total_tokens": c.input_tokens + c.output_tokens}
 
 
-def _sse_events(model_name: str, events: Iterator[Any], include_usage: bool) -> Iterator[str]:
+def _finish_reason(c: Any, max_tokens: int | None) -> str:
+    """OpenAI's finish_reason: "length" when the reply was cut at max_tokens."""
+    return "length" if max_tokens and c.output_tokens >= max_tokens else "stop"
+
+
+def _sse_events(model_name: str, events: Iterator[Any], include_usage: bool,
+                max_tokens: int | None = None) -> Iterator[str]:
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
@@ -76,7 +82,7 @@ def _sse_events(model_name: str, events: Iterator[Any], include_usage: bool) -> 
             yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
         else:
             extra = {"usage": _usage(item)} if include_usage else {}
-            yield chunk({}, "stop", **extra)
+            yield chunk({}, _finish_reason(item, max_tokens), **extra)
     yield "data: [DONE]\n\n"
 
 
@@ -121,7 +127,8 @@ def make_app(model_name: str, limits: Limits | None = None) -> Any:
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = _stopping(stop, lambda: llm.stream_chat(model_name, **opts, timeout=left, retries=0))
-            resp = Response(_sse_events(model_name, events, include_usage), mimetype="text/event-stream")
+            resp = Response(_sse_events(model_name, events, include_usage, opts.get("max_tokens")),
+                            mimetype="text/event-stream")
             resp.call_on_close(ticket.release)
             return resp
         try:
@@ -137,7 +144,7 @@ def make_app(model_name: str, limits: Limits | None = None) -> Any:
         return jsonify({
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": model_name,
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": _finish_reason(c, opts.get("max_tokens")),
                          "message": {"role": "assistant", "content": c.text}}],
             "usage": _usage(c), "csforge": {"latency_s": round(c.latency_s, 4), "cost_usd": c.cost_usd},
         })

@@ -36,6 +36,17 @@ def test_models_and_bad_requests_get_openai_errors(reg):
     assert r.status_code == 404 and "error" in r.get_json()
 
 
+def test_finish_reason_says_length_when_max_tokens_cut_the_reply(reg):
+    client = serve.make_app("tiny").test_client()  # a random model: it does not stop on its own in 6 tokens
+    cut = client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 6}).get_json()
+    assert cut["usage"]["completion_tokens"] == 6 and cut["choices"][0]["finish_reason"] == "length"
+    events = client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 6, "stream": True}).get_data(
+        as_text=True)
+    finishes = [json.loads(line[6:])["choices"][0]["finish_reason"] for line in events.splitlines()
+                if line.startswith("data: {")]
+    assert finishes[-1] == "length" and set(finishes[:-1]) == {None}
+
+
 def test_litellm_routes_to_core_serve_and_back(reg):
     direct = llm.chat("tiny-ft", HELLO, max_tokens=10)
     with serve_app(serve.make_app("tiny-ft")) as server:
