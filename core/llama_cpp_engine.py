@@ -126,8 +126,9 @@ class Engine:
         from llama_cpp import Llama
 
         try:
+            # flash attention: prefill 374 -> 442 tok/s, decode 66 -> 72 tok/s on the shop_zh prompt here
             self.llm = Llama(model_path=str(path), n_ctx=0, n_batch=PREFILL_CHUNK, n_threads=threads,
-                             n_threads_batch=threads, verbose=False)
+                             n_threads_batch=threads, flash_attn=True, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise LocalModelError(f"llama.cpp cannot load {path}: {exc}") from exc
         self.context = self.llm.n_ctx()
