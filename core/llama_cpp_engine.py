@@ -11,8 +11,9 @@ at about 20-24. The Q8_0 copy is requantised from the shipped Q4_1 file in under
 (`python -m core.local_provider convert` makes it when the engine is installed), so it holds
 the same 4-bit values in a layout llama.cpp has fast x86 kernels for.
 
-Only the embedded base model runs here: LoRA finetunes (adapters) and model folders stay on
-transformers. The chat template and detokenising stay the Hugging Face tokenizer's, so both
+The embedded model runs here, and so do plain LoRA finetunes of it: the adapter is merged
+into a Q8_0 copy once (core.gguf_merge, a few seconds). Other adapters and model folders stay
+on transformers. The chat template and detokenising stay the Hugging Face tokenizer's, so both
 engines see the same token ids (`load` checks this on a sample). The KV cache keeps the last
 prompt + reply; a new prompt re-reads only what follows the shared prefix (turn 3 of a chat
 reads the new user message; eval scenarios of one client share the policy's prefill).
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from core import gguf_merge
 from core.local_decode import common_prefix
 from core.local_targets import LocalModelError, embedded_folder, gguf_path
 from core.paths import home_dir
@@ -53,11 +55,13 @@ def wanted() -> str:
 def chosen_for(base: Path, adapter: Path | None) -> str:
     """'llama_cpp' or 'transformers' for a resolved local target.
 
-    auto: llama.cpp for the embedded base model when llama-cpp-python is installed.
-    llama_cpp: the same, but an error when it is not installed (adapters still use transformers).
+    auto: llama.cpp for the embedded model and plain LoRA finetunes of it (merged into a GGUF
+    copy, core.gguf_merge) when llama-cpp-python is installed; anything else: transformers.
+    llama_cpp: the same, but an error when it is not installed.
     """
     choice = wanted()
-    eligible = adapter is None and Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
+    on_embedded = Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
+    eligible = on_embedded and (adapter is None or gguf_merge.mergeable(adapter) is None)
     if choice == "transformers" or not eligible:
         return "transformers"
     if choice == "llama_cpp" and not installed():
@@ -94,6 +98,38 @@ def ensure_q8() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target.exists() and _read(made_from) == stamp):
             _requantise(source, target)
+            made_from.write_text(stamp, encoding="utf-8")
+    return target
+
+
+def ensure_merged(adapter: Path) -> Path:
+    """A Q8_0 GGUF of the embedded model with `adapter` merged in; made once per adapter version."""
+    import hashlib
+
+    base = ensure_q8()
+    adapter = Path(adapter).resolve()
+    weights = adapter / "adapter_model.safetensors"
+    folder = home_dir("models") / "merged"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha1(str(adapter).encode()).hexdigest()[:16]}.q8_0.gguf"
+    made_from = target.with_name(target.name + ".source")
+    try:
+        stamp = f"{adapter} {weights.stat().st_size} {weights.stat().st_mtime_ns} {_read(base.with_name(base.name + '.source'))}"
+    except OSError as exc:
+        raise LocalModelError(f"adapter {adapter}: {exc}") from exc
+    if target.exists() and _read(made_from) == stamp:
+        return target
+    with open(str(target) + ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target.exists() and _read(made_from) == stamp):
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            try:
+                gguf_merge.merge(base, adapter, tmp)
+                os.replace(tmp, target)
+            except (gguf_merge.MergeError, KeyError, ValueError) as exc:
+                raise LocalModelError(f"cannot merge {adapter} into {base.name}: {exc}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
             made_from.write_text(stamp, encoding="utf-8")
     return target
 

@@ -143,7 +143,7 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
         tokenizer = AutoTokenizer.from_pretrained(adapter if _has_tokenizer(adapter) else base)
         if key[2] == "llama_cpp":
             try:
-                return _load_llama_cpp(base, tokenizer, key, start)
+                return _load_llama_cpp(base, adapter, tokenizer, key, start)
             except (LocalModelError, ImportError, RuntimeError, OSError) as exc:
                 if llama_cpp_engine.wanted() == "llama_cpp":
                     raise LocalModelError(f"llama.cpp engine: {str(exc).splitlines()[0]}") from exc
@@ -169,11 +169,13 @@ def _load_uncached(base: Path, adapter: Path | None, key: tuple) -> Loaded:
                   bf16_prefill=local_decode.prefill_dtype() == "bf16", decoder=decoder)
 
 
-def _load_llama_cpp(base: Path, tokenizer: Any, key: tuple, start: float) -> Loaded:
-    """The embedded model on llama.cpp: its Q8_0 GGUF, with the HF tokenizer for templates and text."""
+def _load_llama_cpp(base: Path, adapter: Path | None, tokenizer: Any, key: tuple, start: float) -> Loaded:
+    """The embedded model (or a LoRA finetune of it, merged) on llama.cpp, from a Q8_0 GGUF,
+    with the HF tokenizer for templates and text."""
     from transformers import GenerationConfig
 
-    engine = llama_cpp_engine.Engine(llama_cpp_engine.ensure_q8(), threads.choose())
+    path = llama_cpp_engine.ensure_q8() if adapter is None else llama_cpp_engine.ensure_merged(adapter)
+    engine = llama_cpp_engine.Engine(path, threads.choose())
     if not engine.same_tokens(tokenizer, "您好，订单 12345 什么时候发货？Hello, where is my order?"):
         raise LocalModelError(f"llama.cpp's vocabulary differs from {base}'s tokenizer; "
                               f"set {llama_cpp_engine.ENGINE_VAR}=transformers")

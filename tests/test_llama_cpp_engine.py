@@ -5,6 +5,7 @@ The choice tests run everywhere; the generation tests need llama-cpp-python
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_only_the_embedded_base_model_goes_to_llama_cpp(monkeypatch, tmp_path):
     embedded = local_targets.embedded_folder()
     monkeypatch.delenv(lce.ENGINE_VAR, raising=False)
     assert lce.chosen_for(embedded, None) == "llama_cpp"
-    assert lce.chosen_for(embedded, tmp_path / "adapter") == "transformers"  # LoRA finetunes stay on peft
+    assert lce.chosen_for(embedded, tmp_path / "adapter") == "transformers"  # no adapter_config.json there
     assert lce.chosen_for(tmp_path, None) == "transformers"  # any other model folder
     monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
     assert lce.chosen_for(embedded, None) == "transformers"
@@ -206,7 +207,7 @@ def test_auto_falls_back_to_transformers_when_llama_cpp_cannot_load(monkeypatch,
     local_provider.clear_cache()
 
 
-def test_an_adapter_stays_on_transformers_even_when_llama_cpp_is_asked_for(monkeypatch, tmp_path):
+def test_an_adapter_that_cannot_be_merged_stays_on_transformers(monkeypatch, tmp_path):
     monkeypatch.setattr(lce, "installed", lambda: False)
     monkeypatch.setenv(lce.ENGINE_VAR, "llama_cpp")
     assert lce.chosen_for(local_targets.embedded_folder(), tmp_path / "adapter") == "transformers"
@@ -228,3 +229,77 @@ def test_the_q8_copy_is_made_again_when_the_shipped_gguf_changes(monkeypatch, tm
     assert made == [b"v1"]  # made once
     shipped.write_bytes(b"v2, a new wheel")
     assert lce.ensure_q8().read_bytes() == b"q8 of v2, a new wheel" and made == [b"v1", b"v2, a new wheel"]
+
+
+def _adapter_config(folder: Path, **changes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "bias": "none", "use_dora": False,
+           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+           "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None, **changes}
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_which_adapters_can_be_merged_into_a_gguf(tmp_path):
+    from core import gguf_merge
+
+    assert gguf_merge.mergeable(_adapter_config(tmp_path / "plain")) is None
+    assert "use_dora" in gguf_merge.mergeable(_adapter_config(tmp_path / "dora", use_dora=True))
+    assert "modules_to_save" in gguf_merge.mergeable(_adapter_config(tmp_path / "head", modules_to_save=["lm_head"]))
+    assert "per-module" in gguf_merge.mergeable(_adapter_config(tmp_path / "ranks", rank_pattern={"q_proj": 4}))
+    assert "target_modules" in gguf_merge.mergeable(_adapter_config(tmp_path / "emb", target_modules=["embed_tokens"]))
+    assert "IA3" in gguf_merge.mergeable(_adapter_config(tmp_path / "ia3", peft_type="IA3"))
+
+
+@pytest.fixture
+def random_adapter(loaded, engine_home):
+    """A LoRA adapter with non-zero B on the embedded model, saved like a Factory job's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = engine_home / "random-adapter"
+    if not (folder / "adapter_model.safetensors").exists():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(local_targets.ensure_embedded())
+        peft = get_peft_model(model, LoraConfig(
+            r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"))
+        with torch.no_grad():
+            for name, param in peft.named_parameters():
+                if "lora_B" in name:
+                    param.mul_(0.5)
+        peft.save_pretrained(folder)
+    return folder
+
+
+@needs_engine
+def test_a_lora_finetune_runs_on_llama_cpp_as_the_merged_model(loaded, random_adapter, monkeypatch):
+    """The merged GGUF's next-token logits follow transformers' merged fp32 model, not the base model's.
+
+    (Greedy tokens are not compared: Q8_0 rounding flips near-ties, e.g. 31.02 vs 31.01, within a few tokens.)
+    """
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    tuned = local_provider.load(str(random_adapter))
+    assert tuned.engine is not None and tuned is not loaded
+    merged = Path(tuned.engine.llm.model_path)
+    assert merged.parent.name == "merged" and merged.with_name(merged.name + ".source").exists()
+    ids = _ids(tuned, CHAT)
+    assert len(list(tuned.engine.tokens(ids, max_tokens=8, eos_ids=set()))) == 8
+
+    monkeypatch.setenv(lce.ENGINE_VAR, "transformers")
+    reference = local_provider.load(str(random_adapter))
+    with torch.inference_mode():
+        want = reference.model(torch.tensor([ids])).logits[0, -1].float().numpy()
+
+    def last_logits(path: Path) -> np.ndarray:
+        llm = Llama(model_path=str(path), n_ctx=1024, n_threads=1, logits_all=True, verbose=False)
+        llm.eval(ids)
+        return np.array(llm.scores[len(ids) - 1])
+
+    corr = lambda got: float(np.corrcoef(want, got)[0, 1])  # noqa: E731
+    merged_corr, base_corr = corr(last_logits(merged)), corr(last_logits(lce.q8_path()))
+    assert merged_corr > 0.99 and merged_corr > base_corr + 0.01, (merged_corr, base_corr)
