@@ -114,7 +114,9 @@ def ensure_merged(adapter: Path) -> Path:
     target = folder / f"{hashlib.sha1(str(adapter).encode()).hexdigest()[:16]}.q8_0.gguf"
     made_from = target.with_name(target.name + ".source")
     try:
-        stamp = f"{adapter} {weights.stat().st_size} {weights.stat().st_mtime_ns} {_read(base.with_name(base.name + '.source'))}"
+        config = hashlib.sha1((adapter / "adapter_config.json").read_bytes()).hexdigest()[:12]
+        stamp = (f"v{gguf_merge.MERGE_VERSION} {adapter} {weights.stat().st_size} {weights.stat().st_mtime_ns} "
+                 f"{config} {_read(base.with_name(base.name + '.source'))}")
     except OSError as exc:
         raise LocalModelError(f"adapter {adapter}: {exc}") from exc
     if target.exists() and _read(made_from) == stamp:
@@ -126,7 +128,7 @@ def ensure_merged(adapter: Path) -> Path:
             try:
                 gguf_merge.merge(base, adapter, tmp)
                 os.replace(tmp, target)
-            except (gguf_merge.MergeError, KeyError, ValueError) as exc:
+            except Exception as exc:  # a corrupt or unusual adapter: the caller falls back or reports it
                 raise LocalModelError(f"cannot merge {adapter} into {base.name}: {exc}") from exc
             finally:
                 tmp.unlink(missing_ok=True)

@@ -247,9 +247,29 @@ def test_which_adapters_can_be_merged_into_a_gguf(tmp_path):
     assert gguf_merge.mergeable(_adapter_config(tmp_path / "plain")) is None
     assert "use_dora" in gguf_merge.mergeable(_adapter_config(tmp_path / "dora", use_dora=True))
     assert "modules_to_save" in gguf_merge.mergeable(_adapter_config(tmp_path / "head", modules_to_save=["lm_head"]))
-    assert "per-module" in gguf_merge.mergeable(_adapter_config(tmp_path / "ranks", rank_pattern={"q_proj": 4}))
+    assert "rank_pattern" in gguf_merge.mergeable(_adapter_config(tmp_path / "ranks", rank_pattern={"q_proj": 4}))
     assert "target_modules" in gguf_merge.mergeable(_adapter_config(tmp_path / "emb", target_modules=["embed_tokens"]))
     assert "IA3" in gguf_merge.mergeable(_adapter_config(tmp_path / "ia3", peft_type="IA3"))
+    assert "init_lora_weights" in gguf_merge.mergeable(_adapter_config(tmp_path / "pissa", init_lora_weights="pissa"))
+    assert "kasa_config" in gguf_merge.mergeable(_adapter_config(tmp_path / "kasa", kasa_config={"r": 1}))
+
+
+def test_a_weight_outside_the_lora_pairs_stops_the_merge_and_bf16_adapters_load(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from core import gguf_merge
+
+    folder = _adapter_config(tmp_path / "adapter")
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_{}.weight"
+    pair = {key.format("A"): torch.ones(2, 576, dtype=torch.bfloat16), key.format("B"): torch.ones(576, 2)}
+    save_file(pair, str(folder / "adapter_model.safetensors"))
+    pairs, scale = gguf_merge.lora_pairs(folder)
+    assert list(pairs) == ["blk.0.attn_q.weight"] and scale == 2.0 and pairs["blk.0.attn_q.weight"][0].dtype.name == "float32"
+    save_file({**pair, "base_model.model.model.embed_tokens.weight": torch.zeros(4, 576)},
+              str(folder / "adapter_model.safetensors"))
+    with pytest.raises(gguf_merge.MergeError, match="embed_tokens.weight is not part of a LoRA pair"):
+        gguf_merge.lora_pairs(folder)
 
 
 @pytest.fixture
