@@ -133,7 +133,25 @@ def ensure_merged(adapter: Path) -> Path:
             finally:
                 tmp.unlink(missing_ok=True)
             made_from.write_text(stamp, encoding="utf-8")
+            _evict_merged(folder, keep=target)
     return target
+
+
+MERGED_KEEP = 4  # merged copies kept (145 MB each for the embedded model); an evicted one is merged again
+
+
+def _evict_merged(folder: Path, keep: Path) -> None:
+    """Delete all but the MERGED_KEEP newest merged copies, and temp files older than an hour.
+
+    A process serving an evicted copy keeps working: llama.cpp holds the file open."""
+    copies = sorted((f for f in folder.glob("*.q8_0.gguf") if f != keep), key=lambda f: f.stat().st_mtime,
+                    reverse=True)
+    for old in copies[MERGED_KEEP - 1:]:
+        for path in (old, old.with_name(old.name + ".source")):
+            path.unlink(missing_ok=True)
+    for tmp in folder.glob("*.q8_0.gguf.tmp*"):
+        if time.time() - tmp.stat().st_mtime > 3600:
+            tmp.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> str | None:

@@ -323,3 +323,22 @@ def test_a_lora_finetune_runs_on_llama_cpp_as_the_merged_model(loaded, random_ad
     corr = lambda got: float(np.corrcoef(want, got)[0, 1])  # noqa: E731
     merged_corr, base_corr = corr(last_logits(merged)), corr(last_logits(lce.q8_path()))
     assert merged_corr > 0.99 and merged_corr > base_corr + 0.01, (merged_corr, base_corr)
+
+
+def test_only_the_newest_merged_copies_are_kept(tmp_path):
+    import os
+
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for i in range(6):
+        copy = folder / f"{i}.q8_0.gguf"
+        copy.write_bytes(b"gguf")
+        (folder / f"{i}.q8_0.gguf.source").write_text("stamp")
+        os.utime(copy, (1_000_000 + i, 1_000_000 + i))
+    stale = folder / "9.q8_0.gguf.tmp123"
+    stale.write_bytes(b"half")
+    os.utime(stale, (1_000_000, 1_000_000))
+    lce._evict_merged(folder, keep=folder / "0.q8_0.gguf")  # the one just made is kept, whatever its age
+    left = sorted(f.name for f in folder.glob("*.q8_0.gguf"))
+    assert left == ["0.q8_0.gguf", "3.q8_0.gguf", "4.q8_0.gguf", "5.q8_0.gguf"]
+    assert not (folder / "1.q8_0.gguf.source").exists() and not stale.exists()
