@@ -103,26 +103,11 @@ def our_turn(model: str, history: list[dict], max_tokens: int) -> dict:
             "text": done.text}
 
 
-def transformers_model():
-    """The embedded model on transformers (the old path's weights), whichever engine `ours` uses."""
-    from core import llama_cpp_engine, local_provider as lp
-
-    before = os.environ.get(llama_cpp_engine.ENGINE_VAR)
-    os.environ[llama_cpp_engine.ENGINE_VAR] = "transformers"
-    try:
-        return lp.load(lp.EMBEDDED_MODEL)
-    finally:
-        if before is None:
-            os.environ.pop(llama_cpp_engine.ENGINE_VAR)
-        else:
-            os.environ[llama_cpp_engine.ENGINE_VAR] = before
-
-
 def session(model: str, turns: int, max_tokens: int) -> list[dict]:
     from core import llm, local_provider as lp, registry
 
     entry = registry.load().entries[model]
-    loaded = transformers_model()
+    loaded = lp.load(lp.EMBEDDED_MODEL, engine="transformers")  # the old path's weights, whatever ours runs on
     template, policy = entry.prompt_template or "", llm.policy_text("shop_zh")
     history: list[dict] = []
     rows = []
@@ -159,8 +144,9 @@ def print_session(rows: list[dict]) -> None:
 
 def cold_start() -> None:
     """Seconds from a fresh interpreter to the first reply: old route (litellm import + generate) vs ours."""
-    old = ("import os, time; os.environ['CSFORGE_LOCAL_ENGINE']='transformers'; t=time.perf_counter(); import litellm; from core import local_provider as lp; import torch;"
-           "m=lp.load(lp.EMBEDDED_MODEL); e=m.tokenizer.apply_chat_template([{'role':'user','content':'你好'}],"
+    old = ("import time; t=time.perf_counter(); import litellm; from core import local_provider as lp; import torch;"
+           "m=lp.load(lp.EMBEDDED_MODEL, engine='transformers');"
+           "e=m.tokenizer.apply_chat_template([{'role':'user','content':'你好'}],"
            "add_generation_prompt=True,return_dict=True,return_tensors='pt');"
            "m.model.generate(**e,max_new_tokens=16,do_sample=False); print(time.perf_counter()-t)")
     ours = ("import time; t=time.perf_counter(); from core import llm;"

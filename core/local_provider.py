@@ -117,10 +117,12 @@ def resolve(target: str, *, prepare: bool = True) -> tuple[Path, Path | None]:
 
 # ---------------------------------------------------------------- loading
 
-def load(target: str) -> Loaded:
-    """Cached model + tokenizer for a local target (registry name, embedded name or folder)."""
+def load(target: str, engine: str | None = None) -> Loaded:
+    """Cached model + tokenizer for a local target (registry name, embedded name or folder).
+
+    `engine` ('llama_cpp' or 'transformers') overrides the choice core.llama_cpp_engine makes."""
     base, adapter = resolve(target)
-    engine = llama_cpp_engine.chosen_for(base, adapter)
+    engine = engine or llama_cpp_engine.chosen_for(base, adapter)
     key = (str(base), str(adapter) if adapter else None, engine)
     with _CACHE_LOCK:
         if key in _CACHE:
